@@ -1,0 +1,51 @@
+"""The `envelope-proxy` command line: one subcommand per feature module.
+
+Each module listed in `_COMMAND_MODULES` exposes `register(subparsers)`, which adds its
+subcommands and sets `func` on them; `func(args)` returns the exit code. Modules are
+imported only when the command line is built, so a broken optional feature cannot hide
+the others' help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+_COMMAND_MODULES = (
+    "proxy.envelope.commands",  # detect, convert, check
+    "proxy.server.commands",  # serve
+    "proxy.emulator.commands",  # upstream
+    "proxy.demo",  # demo
+    "proxy.ledger_commands",  # clients
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="envelope-proxy",
+        description="Accept every NoETL event envelope shape; forward the one the upstream accepts.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue  # feature not built into this copy
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 1
