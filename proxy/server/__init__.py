@@ -1,0 +1,1 @@
+"""The aiohttp reverse proxy: event rewriting, pass-through, admin listener, lifecycle."""

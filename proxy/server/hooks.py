@@ -1,0 +1,68 @@
+"""What the server tells extensions (observability) about each request, and how it asks them.
+
+The server owns the request path; extensions own what is recorded about it. They meet only
+here: the server builds an `EventRecord` for every request to an event endpoint and calls
+`Extension.on_event` inside the handler (so the request's server span is current), and it
+lets extensions add middlewares, client trace configs and admin routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import aiohttp
+from aiohttp import web
+
+Outcome = Literal["forwarded", "upstream_rejected", "upstream_failed", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientHints:
+    """Raw material for a client identity; the extension chooses the identity from it."""
+
+    header: str | None  # the X-NoETL-Client header (or the configured header)
+    user_agent: str | None
+    peer: str | None  # remote address
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One request to `POST /api/events` or `POST /api/events/batch`, after it was answered."""
+
+    path: str
+    hints: ClientHints
+    worker_id: str | None  # from the envelope, when it carried one
+    shape: str | None  # None when refused before a shape was known
+    target: str
+    upstream_version: str | None
+    outcome: Outcome
+    error_code: str | None  # engine or proxy code for `rejected` / `upstream_failed`
+    upstream_status: int | None
+    execution_id: str | None  # decimal string
+    request_event_id: str | None  # given by the client or minted by the proxy
+    stored_event_ids: tuple[str, ...]  # ids the upstream reported (decimal strings)
+    batch_size: int | None
+    upstream_seconds: float | None
+    body: bytes  # the body as received; for the shadow check only, never recorded
+
+
+class Extension(Protocol):
+    """An add-on the server consults; every method must be cheap and must not raise."""
+
+    def server_middlewares(self) -> Sequence[web.typedefs.Middleware]: ...
+
+    def client_trace_configs(self) -> Sequence[aiohttp.TraceConfig]: ...
+
+    def admin_routes(self) -> Sequence[web.RouteDef]: ...
+
+    def on_event(self, record: EventRecord) -> None: ...
+
+    def on_reload(self, ok: bool) -> None: ...
+
+    def on_target(self, target: str, version: str | None) -> None: ...
+
+    def set_inflight_provider(self, provider: Callable[[], int]) -> None: ...
+
+    async def close(self) -> None: ...
