@@ -1,0 +1,24 @@
+"""The envelope engine: detect a NoETL event envelope's shape and convert it to a target.
+
+Pure: no aiohttp, no I/O. The CLI, the server and the tests share it.
+"""
+
+from proxy.envelope.convert import Conversion
+from proxy.envelope.detect import Detection
+from proxy.envelope.engine import Engine, EngineOptions
+from proxy.envelope.errors import ERROR_CODES, EnvelopeError
+from proxy.envelope.rules import TARGETS, Rules, RulesError, default_rules_dir, load_rules
+
+__all__ = [
+    "ERROR_CODES",
+    "TARGETS",
+    "Conversion",
+    "Detection",
+    "Engine",
+    "EngineOptions",
+    "EnvelopeError",
+    "Rules",
+    "RulesError",
+    "default_rules_dir",
+    "load_rules",
+]

@@ -1,0 +1,94 @@
+"""The engine's front door: bytes in, detected shape and converted bytes out.
+
+`Engine` binds a rules set and the conversion options; it holds no I/O and is safe to share
+between threads and requests (the only state is the event-id minter, which locks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from proxy.envelope import validate
+from proxy.envelope.convert import Context, Conversion, convert_batch, convert_event
+from proxy.envelope.detect import Detection, detect, explain
+from proxy.envelope.errors import UnknownShape
+from proxy.envelope.ids import SnowflakeMinter
+from proxy.envelope.jsonbody import parse_object
+from proxy.envelope.rules import Rules
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """Conversion settings; `None` means "as the rules' defaults say"."""
+
+    normalise_status: bool | None = None
+    mint: Literal["auto", "always", "never"] | None = None
+    machine_id: int = 0
+    max_depth: int = 64
+    batch_max_items: int = 256
+    now: Callable[[], datetime] = field(default=_utc_now)
+
+
+class Engine:
+    """Detects and converts NoETL event envelopes according to one rules set."""
+
+    def __init__(self, rules: Rules, options: EngineOptions | None = None):
+        options = options or EngineOptions()
+        self.rules = rules
+        self.options = options
+        defaults = rules.defaults
+        self._context = Context(
+            rules=rules,
+            normalise_status=(
+                defaults.normalise_status
+                if options.normalise_status is None
+                else options.normalise_status
+            ),
+            mint=defaults.mint if options.mint is None else options.mint,
+            minter=SnowflakeMinter(options.machine_id),
+            batch_max_items=options.batch_max_items,
+            now=options.now,
+        )
+
+    def detect(self, body: bytes) -> Detection:
+        """The shape of a body and the traits that matched."""
+        return explain(parse_object(body, self.options.max_depth), self.rules)
+
+    def convert_event(self, body: bytes, target: str) -> Conversion:
+        """Convert the body of a `POST /api/events` request to `target`."""
+        members = parse_object(body, self.options.max_depth)
+        shape = detect(members, self.rules)
+        if shape.kind != "event":
+            raise UnknownShape(
+                f"this is a {shape.name} body; send it to /api/events/batch, not /api/events"
+            )
+        return convert_event(members, shape, self.rules.targets[target], self._context)
+
+    def convert_batch(self, body: bytes, target: str) -> Conversion:
+        """Convert the body of a `POST /api/events/batch` request to `target`."""
+        members = parse_object(body, self.options.max_depth)
+        shape = detect(members, self.rules)
+        if shape.kind != "batch":
+            raise UnknownShape(
+                f"this is a single {shape.name} event; send it to /api/events, or wrap it"
+                " in {execution_id, events: [...]}"
+            )
+        return convert_batch(members, shape, self.rules.targets[target], self._context)
+
+    def convert(self, body: bytes, target: str) -> Conversion:
+        """Convert a body of any shape, event or batch (what the CLI does)."""
+        members = parse_object(body, self.options.max_depth)
+        shape = detect(members, self.rules)
+        convert = convert_batch if shape.kind == "batch" else convert_event
+        return convert(members, shape, self.rules.targets[target], self._context)
+
+    def validate_target(self, target: str, body: bytes, *, batch: bool = False) -> None:
+        """Strictly check a body meant for `target`; raises the engine's errors."""
+        validate.validate_target(target, body, batch=batch)
