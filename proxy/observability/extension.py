@@ -1,0 +1,218 @@
+"""The observability extension the server consults: traces, metrics, sunset ledger, shadow check.
+
+`ObservabilityExtension` implements `proxy.server.hooks.Extension`. The server puts its
+middlewares first in the proxy app, its trace configs on the upstream ClientSession and its
+routes (`/metrics`, `/clients`) on the admin app, and calls `on_event` inside each event
+handler. Every hook is cheap and never raises: observability must not fail a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal, Protocol
+
+import aiohttp
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from opentelemetry.sdk.trace import TracerProvider
+
+from proxy.observability.identity import ClientIdentifier
+from proxy.observability.ledger import UNKNOWN_SHAPE, SunsetLedger
+from proxy.observability.metrics import ProxyMetrics
+from proxy.observability.shadow import ShadowChecker, ShadowEngine
+from proxy.observability.store import LedgerFlusher, LedgerStore
+from proxy.observability.tracing import (
+    annotate_current_span,
+    build_tracer_provider,
+    client_trace_config,
+    server_middleware,
+)
+from proxy.server.hooks import EventRecord
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+
+class ClientsSettings(Protocol):
+    @property
+    def sources(self) -> Sequence[str]: ...
+    @property
+    def max_clients(self) -> int: ...
+    @property
+    def state_file(self) -> PathLike | None: ...
+    @property
+    def sunset_window_seconds(self) -> float: ...
+
+
+class TracingSettings(Protocol):
+    @property
+    def otlp_endpoint(self) -> str | None: ...
+    @property
+    def service_name(self) -> str: ...
+
+
+class EnvelopeSettings(Protocol):
+    @property
+    def normalise_status(self) -> bool: ...
+    @property
+    def mint(self) -> Literal["auto", "always", "never"]: ...
+    @property
+    def machine_id(self) -> int: ...
+
+
+class LimitsSettings(Protocol):
+    @property
+    def max_json_depth(self) -> int: ...
+    @property
+    def batch_max_items(self) -> int: ...
+
+
+class ObservabilitySettings(Protocol):
+    """The part of `proxy.config.Settings` this package reads."""
+
+    @property
+    def clients(self) -> ClientsSettings: ...
+    @property
+    def tracing(self) -> TracingSettings: ...
+    @property
+    def envelope(self) -> EnvelopeSettings: ...
+    @property
+    def limits(self) -> LimitsSettings: ...
+    @property
+    def shadow(self) -> bool: ...
+    @property
+    def rules_dir(self) -> PathLike | None: ...
+
+
+def engine_from_settings(settings: ObservabilitySettings) -> ShadowEngine:
+    """An engine built like the server's, for a shadow check without an engine provider."""
+    from proxy.envelope import Engine, EngineOptions, load_rules
+
+    rules = load_rules(Path(settings.rules_dir)) if settings.rules_dir else load_rules()
+    options = EngineOptions(
+        normalise_status=settings.envelope.normalise_status,
+        mint=settings.envelope.mint,
+        machine_id=settings.envelope.machine_id,
+        max_depth=settings.limits.max_json_depth,
+        batch_max_items=settings.limits.batch_max_items,
+    )
+    return Engine(rules, options)
+
+
+class ObservabilityExtension:
+    """Records every event request as span attributes, metrics and ledger entries."""
+
+    def __init__(
+        self,
+        settings: ObservabilitySettings,
+        engine_provider: Callable[[], ShadowEngine] | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._clock = clock
+        self.metrics = ProxyMetrics()
+        clients = settings.clients
+        self._identifier = ClientIdentifier(clients.sources, clients.max_clients)
+        window = float(clients.sunset_window_seconds)
+        store = LedgerStore(Path(clients.state_file)) if clients.state_file else None
+        loaded = store.load(window) if store is not None else None
+        self.ledger = loaded or SunsetLedger(window, tracking_since=clock())
+        by_recency = sorted(self.ledger.clients, key=lambda n: -self.ledger.clients[n].last_seen())
+        self._identifier.seed(by_recency)
+        self._flusher = LedgerFlusher(store, self.ledger) if store is not None else None
+        self.tracer_provider: TracerProvider | None = build_tracer_provider(
+            settings.tracing.otlp_endpoint, settings.tracing.service_name
+        )
+        self._shadow: ShadowChecker | None = None
+        if settings.shadow:
+            if engine_provider is None:
+                engine = engine_from_settings(settings)
+                engine_provider = lambda: engine  # noqa: E731
+            self._shadow = ShadowChecker(engine_provider)
+        self._failed_types: set[str] = set()
+        self._closed = False
+
+    # -- what the server installs ------------------------------------------------------
+
+    def server_middlewares(self) -> Sequence[Middleware]:
+        if self.tracer_provider is None:
+            return ()
+        return (server_middleware(self.tracer_provider),)
+
+    def client_trace_configs(self) -> Sequence[aiohttp.TraceConfig]:
+        if self.tracer_provider is None:
+            return ()
+        return (client_trace_config(self.tracer_provider),)
+
+    def admin_routes(self) -> Sequence[web.RouteDef]:
+        return (web.get("/metrics", self._serve_metrics), web.get("/clients", self._serve_clients))
+
+    # -- what the server tells us --------------------------------------------------------
+
+    def on_event(self, record: EventRecord) -> None:
+        """Count, ledger, shadow-check and annotate one answered event request."""
+        try:
+            self._on_event(record)
+        except Exception as exc:  # observability never fails a request
+            name = type(exc).__name__
+            if name not in self._failed_types:
+                self._failed_types.add(name)
+                log.error("recording an event failed: %s (logged once per type)", name)
+
+    def on_reload(self, ok: bool) -> None:
+        self.metrics.count_reload(ok)
+
+    def on_target(self, target: str, version: str | None) -> None:
+        self.metrics.set_target(target, version)
+
+    def set_inflight_provider(self, provider: Callable[[], int]) -> None:
+        self.metrics.set_inflight_provider(provider)
+
+    async def close(self) -> None:
+        """Write the ledger and flush pending spans; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._flusher is not None:
+            await self._flusher.close()
+        if self.tracer_provider is not None:
+            # Shutdown exports over the network and blocks: keep it off the loop.
+            await asyncio.to_thread(self.tracer_provider.shutdown)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _on_event(self, record: EventRecord) -> None:
+        now = self._clock()
+        identity = self._identifier.identity(record.hints, record.worker_id)
+        client = self._identifier.label(identity)
+        shape = record.shape or UNKNOWN_SHAPE
+        self.metrics.observe_event(
+            client, shape, record.target, record.outcome, record.upstream_seconds, now
+        )
+        self.ledger.record(client, shape, now)
+        if self._shadow is not None:
+            checked = self._shadow.check(record)
+            if checked is not None:
+                other, result = checked
+                self.metrics.observe_shadow(client, other, result)
+                if result != "ok":
+                    self.ledger.record_shadow_failure(client, result, now)
+        if self._flusher is not None:
+            self._flusher.mark_dirty()
+        if self.tracer_provider is not None:
+            annotate_current_span(record, identity)
+
+    async def _serve_metrics(self, request: web.Request) -> web.Response:
+        body, content_type = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _serve_clients(self, request: web.Request) -> web.Response:
+        report = self.ledger.report(self._clock())
+        return web.Response(body=orjson.dumps(report), content_type="application/json")

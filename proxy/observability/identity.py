@@ -1,0 +1,132 @@
+"""Who sent an event: a client identity chosen from ordered sources, and its bounded label.
+
+`clients.sources` lists where an identity may come from, first match wins:
+
+* `header:<Name>` - the value of that request header (the server passes it as
+  `ClientHints.header`); used as written, it is the name the client gives itself;
+* `worker_id` - the envelope's worker id, shown as `worker:<id>`;
+* `user_agent` - the User-Agent header, shown as `ua:<agent>`;
+* `peer` - the remote address, shown as `peer:<address>`.
+
+Identities are cleaned (control characters replaced, surrounding space removed) and
+cut to `MAX_IDENTITY_LENGTH` characters. Metrics and the sunset ledger use a *label*:
+the first `max_clients` distinct identities keep their own, every later one counts as
+`other`, so a misbehaving producer cannot grow the series without bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from proxy.server.hooks import ClientHints
+
+OTHER = "other"
+UNKNOWN = "unknown"
+MAX_IDENTITY_LENGTH = 64
+
+SourceKind = Literal["header", "worker_id", "user_agent", "peer"]
+_PREFIXES: dict[SourceKind, str] = {
+    "header": "",
+    "worker_id": "worker:",
+    "user_agent": "ua:",
+    "peer": "peer:",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One identity source: its kind and, for `header`, the header name."""
+
+    kind: SourceKind
+    header: str | None = None
+
+
+def parse_sources(specs: Sequence[str]) -> tuple[Source, ...]:
+    """Parse `clients.sources` entries; raises ValueError naming the first bad entry."""
+    sources: list[Source] = []
+    for spec in specs:
+        if spec.startswith("header:"):
+            name = spec.removeprefix("header:").strip()
+            if not name:
+                raise ValueError(f"client source {spec!r}: header name is empty")
+            sources.append(Source("header", name))
+        elif spec == "worker_id":
+            sources.append(Source("worker_id"))
+        elif spec == "user_agent":
+            sources.append(Source("user_agent"))
+        elif spec == "peer":
+            sources.append(Source("peer"))
+        else:
+            raise ValueError(
+                f"client source {spec!r}: expected header:<Name>, worker_id, user_agent or peer"
+            )
+    return tuple(sources)
+
+
+def client_header_name(specs: Sequence[str]) -> str | None:
+    """The header whose value the server must pass as `ClientHints.header` (first one listed)."""
+    for source in parse_sources(specs):
+        if source.kind == "header":
+            return source.header
+    return None
+
+
+def clean(value: str) -> str:
+    """A printable, trimmed identity of at most MAX_IDENTITY_LENGTH characters."""
+    text = "".join(ch if ch.isprintable() else "_" for ch in value[: MAX_IDENTITY_LENGTH * 2])
+    return text.strip()[:MAX_IDENTITY_LENGTH]
+
+
+class ClientIdentifier:
+    """Chooses a client identity per event and folds identities beyond the cap into `other`."""
+
+    def __init__(self, sources: Sequence[str], max_clients: int) -> None:
+        if max_clients < 1:
+            raise ValueError("clients.max_clients must be at least 1")
+        self._sources = parse_sources(sources)
+        self._max_clients = max_clients
+        self._labels: set[str] = set()
+
+    @property
+    def max_clients(self) -> int:
+        return self._max_clients
+
+    def identity(self, hints: ClientHints, worker_id: str | None) -> str:
+        """The identity from the first source that has a non-empty value, else `unknown`."""
+        for source in self._sources:
+            raw = self._raw(source, hints, worker_id)
+            if raw is None:
+                continue
+            value = clean(_PREFIXES[source.kind] + raw)
+            if value and value != _PREFIXES[source.kind]:
+                return value
+        return UNKNOWN
+
+    def label(self, identity: str) -> str:
+        """The metric/ledger label: the identity while under the cap, else `other`."""
+        if identity in self._labels:
+            return identity
+        if len(self._labels) >= self._max_clients:
+            return OTHER
+        self._labels.add(identity)
+        return identity
+
+    def seed(self, identities: Iterable[str]) -> None:
+        """Register known identities (e.g. from a persisted ledger) so they keep their label."""
+        for identity in identities:
+            if len(self._labels) >= self._max_clients:
+                return
+            if identity != OTHER:
+                self._labels.add(identity)
+
+    @staticmethod
+    def _raw(source: Source, hints: ClientHints, worker_id: str | None) -> str | None:
+        if source.kind == "header":
+            return hints.header
+        if source.kind == "worker_id":
+            return worker_id
+        if source.kind == "user_agent":
+            return hints.user_agent
+        return hints.peer

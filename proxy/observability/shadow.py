@@ -1,0 +1,72 @@
+"""The shadow check: would this request also convert cleanly to the *other* target?
+
+With `shadow: true`, after each event request the original body is converted to the target
+the proxy is not using and the result is checked by the engine's strict target validator.
+Nothing is sent anywhere: it answers "if we flipped `upstream.version` now, would this
+producer's traffic still go through?" before anyone flips it. It runs in the request path,
+so it does one conversion and one validation, and it never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from proxy.envelope.errors import EnvelopeError
+from proxy.server.hooks import EventRecord
+
+log = logging.getLogger(__name__)
+
+OTHER_TARGET = {"executor_event": "event_request", "event_request": "executor_event"}
+INTERNAL_ERROR = "internal_error"
+
+
+class _Converted(Protocol):
+    @property
+    def body(self) -> bytes: ...
+
+
+class ShadowEngine(Protocol):
+    """The part of `proxy.envelope.Engine` the shadow check uses."""
+
+    def convert_event(self, body: bytes, target: str) -> _Converted: ...
+
+    def convert_batch(self, body: bytes, target: str) -> _Converted: ...
+
+    def validate_target(self, target: str, body: bytes, *, batch: bool = False) -> object: ...
+
+
+class ShadowChecker:
+    """Converts a request body to the other target with the current engine and validates it."""
+
+    def __init__(self, engine_provider: Callable[[], ShadowEngine]) -> None:
+        self._engine_provider = engine_provider
+        self._internal_logged = False
+
+    def check(self, record: EventRecord) -> tuple[str, str] | None:
+        """(other target, `ok` or error code), or None when the request is not worth checking.
+
+        Requests the proxy refused are skipped: the shadow conversion would refuse them for
+        the same reason and only repeat the `rejected` count.
+        """
+        other = OTHER_TARGET.get(record.target)
+        if other is None or record.shape is None or record.outcome == "rejected":
+            return None
+        try:
+            engine = self._engine_provider()
+            batch = record.path.rstrip("/").endswith("/batch")
+            if batch:
+                converted = engine.convert_batch(record.body, other)
+            else:
+                converted = engine.convert_event(record.body, other)
+            engine.validate_target(other, converted.body, batch=batch)
+        except EnvelopeError as exc:
+            return other, exc.code
+        except Exception as exc:  # the check must never break the request path
+            if not self._internal_logged:
+                self._internal_logged = True
+                # The type only: a message could quote the body.
+                log.error("shadow check failed unexpectedly: %s (logged once)", type(exc).__name__)
+            return other, INTERNAL_ERROR
+        return other, "ok"
