@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 _COMMAND_MODULES = (
-    "proxy.envelope.commands",  # detect, convert, check
+    "proxy.engine_commands",  # detect, convert, check
     "proxy.server.commands",  # serve
     "proxy.emulator.commands",  # upstream
     "proxy.demo",  # demo
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name != name:
+            if exc.name is None or not name.startswith(exc.name):
                 raise
             continue  # feature not built into this copy
         module.register(subparsers)

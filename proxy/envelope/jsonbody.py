@@ -24,8 +24,10 @@ JsonType = Literal["string", "integer", "number", "boolean", "null", "object", "
 _decode_object = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 _decode_array = msgspec.json.Decoder(list[msgspec.Raw]).decode
 
-# Everything but quotes and brackets, for the depth pass.
+# The depth pass keeps quotes and brackets only, and folds braces into square brackets:
+# nesting depth does not depend on the bracket kind once the JSON is known to be valid.
 _NOT_STRUCTURAL = bytes(c for c in range(256) if c not in b'"[]{}')
+_FOLD_BRACES = bytes.maketrans(b"{}", b"[]")
 _STRING_CONTENT = re.compile(rb'"[^"]*"')
 _LONG_DIGITS = re.compile(rb"[0-9]{20}")
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -82,12 +84,12 @@ def check_depth(body: bytes, max_depth: int) -> None:
     """
     if body.count(b"{") + body.count(b"[") <= max_depth:
         return
-    structural = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURAL)
-    brackets = _STRING_CONTENT.sub(b"", structural)
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = _STRING_CONTENT.sub(b"", unescaped.translate(_FOLD_BRACES, _NOT_STRUCTURAL))
     for _ in range(max_depth):
         if not brackets:
             return
-        brackets = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        brackets = brackets.replace(b"[]", b"")  # one pass peels exactly one level
     if brackets:
         raise TooDeep(f"the body is nested deeper than {max_depth} levels")
 
