@@ -1,0 +1,86 @@
+{{/*
+The proxy's configuration file and the ConfigMaps that carry it.
+
+Exported (argument: dict "root" $ "values" <envelope-proxy values>, see _helpers.tpl):
+  envelope-proxy.configYaml      config.yaml text. Reads upstream.url, upstream.version, shadow,
+                                 ports.proxy, ports.admin, rules.*, tracing.*, config.file.
+  envelope-proxy.configMap       the ConfigMap manifest holding config.yaml. Reads the above
+                                 plus nameOverride/fullnameOverride, image.tag (labels).
+  envelope-proxy.rulesConfigMap  the ConfigMap manifest of rules.files ("" when none).
+  envelope-proxy.configChecksum  sha256 of config.yaml and rules.files.
+  envelope-proxy.restartChecksum sha256 of the settings the proxy reads only at start.
+  envelope-proxy.podAnnotations  annotations for the pod template (the host pod's too):
+                                 checksum/envelope-proxy-restart always: a change to a setting
+                                 the live reload cannot apply (shadow, tracing, clients, ports,
+                                 workers, pool size) rolls the pods;
+                                 checksum/envelope-proxy-config only with config.rollOnChange:
+                                 any change rolls the pods. Without it, upstream.version and
+                                 rules changes reach running pods through the in-process reload.
+*/}}
+
+{{- define "envelope-proxy.configYaml" -}}
+{{- $v := .values -}}
+{{- $cfg := deepCopy ($v.config.file | default dict) -}}
+{{- $upstream := deepCopy (get $cfg "upstream" | default dict) -}}
+{{- $_ := set $upstream "url" $v.upstream.url -}}
+{{- $_ = set $upstream "version" (toString $v.upstream.version) -}}
+{{- $_ = set $cfg "upstream" $upstream -}}
+{{- $_ = set $cfg "listen" (printf "0.0.0.0:%d" (int $v.ports.proxy)) -}}
+{{- $_ = set $cfg "admin_listen" (printf "0.0.0.0:%d" (int $v.ports.admin)) -}}
+{{- $_ = set $cfg "shadow" (eq (toString $v.shadow) "true") -}}
+{{- if include "envelope-proxy.rulesConfigMapName" . -}}
+{{- $_ = set $cfg "rules_dir" "/etc/envelope-proxy/rules" -}}
+{{- end -}}
+{{- $tracing := dict "service_name" $v.tracing.serviceName -}}
+{{- if $v.tracing.otlpEndpoint -}}
+{{- $_ = set $tracing "otlp_endpoint" $v.tracing.otlpEndpoint -}}
+{{- end -}}
+{{- $_ = set $cfg "tracing" $tracing -}}
+{{- toYaml $cfg -}}
+{{- end -}}
+
+{{- define "envelope-proxy.configMap" -}}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ include "envelope-proxy.configMapName" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "envelope-proxy.labels" . | nindent 4 }}
+data:
+  config.yaml: |
+    {{- include "envelope-proxy.configYaml" . | nindent 4 }}
+{{- end -}}
+
+{{- define "envelope-proxy.rulesConfigMap" -}}
+{{- if and .values.rules.files (not .values.rules.existingConfigMap) -}}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ include "envelope-proxy.rulesConfigMapName" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "envelope-proxy.labels" . | nindent 4 }}
+data:
+  {{- toYaml .values.rules.files | nindent 2 }}
+{{- end -}}
+{{- end -}}
+
+{{- define "envelope-proxy.configChecksum" -}}
+{{- printf "%s\n---\n%s" (include "envelope-proxy.configYaml" .) (toYaml (.values.rules.files | default dict)) | sha256sum -}}
+{{- end -}}
+
+{{/* Keep in step with RESTART_ONLY in proxy/config.py (a test compares them). */}}
+{{- define "envelope-proxy.restartChecksum" -}}
+{{- $cfg := include "envelope-proxy.configYaml" . | fromYaml -}}
+{{- $startOnly := pick $cfg "listen" "admin_listen" "workers" "clients" "tracing" "shadow" -}}
+{{- $_ := set $startOnly "upstream.pool_size" (get ($cfg.upstream | default dict) "pool_size") -}}
+{{- toYaml $startOnly | sha256sum -}}
+{{- end -}}
+
+{{- define "envelope-proxy.podAnnotations" -}}
+checksum/envelope-proxy-restart: {{ include "envelope-proxy.restartChecksum" . }}
+{{- if .values.config.rollOnChange }}
+checksum/envelope-proxy-config: {{ include "envelope-proxy.configChecksum" . }}
+{{- end -}}
+{{- end -}}
