@@ -182,6 +182,8 @@ def convert_event(members_raw: RawObject, shape: Shape, target: Target, ctx: Con
                 out[key.key] = exact.value if key.id == "integer" else exact.as_string()
             continue
         value = out_values[key.field]
+        if key.omit_null and value == _NULL:
+            value = None
         if value is None:
             if key.null_when_absent:
                 out[key.key] = None

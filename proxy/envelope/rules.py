@@ -83,6 +83,7 @@ class _TargetKeyModel(_Strict):
     key: str
     id: Literal["integer", "string"] | None = None
     when_absent: Literal["omit", "null"] = "omit"
+    when_null: Literal["keep", "omit"] = "keep"
 
 
 class _BatchModel(_Strict):
@@ -191,6 +192,7 @@ class TargetKey:
     key: str
     id: Literal["integer", "string"] | None
     null_when_absent: bool
+    omit_null: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -551,7 +553,10 @@ class _Checker:
                 summary=model.summary,
                 mint_event_id=model.mint_event_id,
                 keys=tuple(
-                    TargetKey(k.field, k.key, k.id, k.when_absent == "null") for k in model.keys
+                    TargetKey(
+                        k.field, k.key, k.id, k.when_absent == "null", k.when_null == "omit"
+                    )
+                    for k in model.keys
                 ),
                 batch_id=model.batch.execution_id,
                 item_keys=dict(model.batch.item_keys),

@@ -167,9 +167,10 @@ def test_context_absent_is_null_for_canonical_and_omitted_for_legacy() -> None:
 
 
 def test_null_and_primitive_context_are_kept() -> None:
-    """A null or primitive payload is carried as it is."""
+    """A null or primitive payload is carried as it is; a null payload to legacy is left out."""
     assert convert(legacy(payload=None), "executor_event")["context"] is None
     assert convert(legacy(payload=7), "event_request")["payload"] == 7
+    assert "payload" not in convert(canonical(context=None), "event_request")
 
 
 # --- status and meta -----------------------------------------------------------------------
