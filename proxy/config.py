@@ -1,0 +1,396 @@
+"""The proxy's settings: one validated, immutable `Settings` from defaults, file, env and flags.
+
+Precedence, lowest first: built-in defaults, the YAML file (`--config FILE`), environment
+variables `ENVELOPE_PROXY_*` (nesting with `__`, e.g. `ENVELOPE_PROXY_UPSTREAM__URL`), then
+command-line flags. Every model forbids unknown keys, so a typo fails at start (and at
+reload) with a `ConfigError` naming the setting, where it came from and what is wrong.
+
+`redacted()` is what `/config` shows; `check_config()` is what `envelope-proxy check` runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_settings import EnvSettingsSource
+from pydantic_settings.sources.utils import parse_env_vars
+
+ENV_PREFIX = "ENVELOPE_PROXY_"
+ENV_NESTED_DELIMITER = "__"
+
+# Settings read once at start: changing them in a live reload is reported, not applied.
+RESTART_ONLY: tuple[str, ...] = (
+    "listen",
+    "admin_listen",
+    "workers",
+    "upstream.pool_size",
+    "clients",
+    "tracing",
+    "shadow",
+)
+
+_RELEASE = re.compile(r"^\d{1,4}\.\d{1,4}\.\d{1,6}$")
+_CLIENT_SOURCE = re.compile(r"^(header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|worker_id|user_agent|peer)$")
+_SECRET_KEY = re.compile(r"(passw|secret|token|api_?key|authori[sz]ation|credential)", re.I)
+
+
+class ConfigError(Exception):
+    """Invalid configuration; `problems` holds one line per problem, each naming the setting."""
+
+    def __init__(self, problems: list[str] | tuple[str, ...]):
+        self.problems = tuple(problems)
+        super().__init__("; ".join(self.problems))
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 in brackets) as (host, port); raises ValueError when malformed."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"must be HOST:PORT, such as 0.0.0.0:8080 (got {value!r})")
+    if host.startswith("["):
+        if not host.endswith("]") or len(host) < 3:
+            raise ValueError(
+                f"an IPv6 host must be in brackets, such as [::1]:8080 (got {value!r})"
+            )
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 host must be in brackets, such as [::1]:8080 (got {value!r})")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"port must be 0..65535 (got {port})")
+    return host, port
+
+
+def _host_port(value: str) -> str:
+    split_host_port(value)
+    return value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL with a host (got {value!r})")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query or fragment")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        raise ValueError(f"has an invalid port ({exc})") from None
+    return value.rstrip("/")
+
+
+def _version_text(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(f'write the release as a quoted string such as "2.9.0" (got {value!r})')
+    return value
+
+
+def _version(value: str) -> str:
+    if value in ("auto", "v1", "v2") or _RELEASE.match(value):
+        return value
+    raise ValueError(f'must be auto, v1, v2 or a release X.Y.Z such as "2.9.0" (got {value!r})')
+
+
+def _client_source(value: str) -> str:
+    if not _CLIENT_SOURCE.match(value):
+        raise ValueError(
+            f"must be header:<Header-Name>, worker_id, user_agent or peer (got {value!r})"
+        )
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_host_port)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+UpstreamVersion = Annotated[str, BeforeValidator(_version_text), AfterValidator(_version)]
+ClientSource = Annotated[str, AfterValidator(_client_source)]
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeSeconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UpstreamSettings(_Section):
+    url: HttpUrl = "http://127.0.0.1:8082"
+    version: UpstreamVersion = "auto"
+    probe_interval_seconds: Seconds = 30.0
+    connect_timeout_seconds: Seconds = 2.0
+    timeout_seconds: Seconds = 25.0
+    pool_size: Annotated[int, Field(ge=1, le=100_000)] = 100
+
+
+class LimitSettings(_Section):
+    max_body_bytes: Annotated[int, Field(ge=1, le=1 << 30)] = 2 * 1024 * 1024
+    max_json_depth: Annotated[int, Field(ge=1, le=1024)] = 64
+    batch_max_items: Annotated[int, Field(ge=1, le=1_000_000)] = 256
+    max_inflight: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    body_read_timeout_seconds: Seconds = 10.0
+
+
+class EnvelopeSettings(_Section):
+    normalise_status: bool = True
+    mint: Literal["auto", "always", "never"] = "auto"
+    machine_id: Annotated[int, Field(ge=0, le=1023)] = 0
+
+
+class LifecycleSettings(_Section):
+    drain_seconds: NonNegativeSeconds = 5.0
+    shutdown_timeout_seconds: NonNegativeSeconds = 20.0
+
+
+class ClientsSettings(_Section):
+    sources: tuple[ClientSource, ...] = ("header:X-NoETL-Client", "worker_id", "user_agent", "peer")
+    max_clients: Annotated[int, Field(ge=1, le=1_000_000)] = 500
+    state_file: Path | None = None
+    sunset_window_seconds: Seconds = 86400.0
+
+
+class TracingSettings(_Section):
+    otlp_endpoint: HttpUrl | None = None
+    service_name: Annotated[str, Field(min_length=1)] = "envelope-proxy"
+
+
+class Settings(_Section):
+    """The whole configuration; immutable, so a request can keep the snapshot it started with."""
+
+    listen: HostPort = "0.0.0.0:8080"
+    admin_listen: HostPort = "0.0.0.0:9090"
+    rules_dir: Path | None = None
+    workers: Annotated[int, Field(ge=1, le=256)] = 1
+    upstream: UpstreamSettings = UpstreamSettings()
+    limits: LimitSettings = LimitSettings()
+    envelope: EnvelopeSettings = EnvelopeSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
+    clients: ClientsSettings = ClientsSettings()
+    shadow: bool = False
+    tracing: TracingSettings = TracingSettings()
+
+
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' env parsing (prefix, `__` nesting, JSON lists) over any mapping."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self._environ = environ
+        super().__init__(
+            Settings,  # type: ignore[arg-type]  # only its fields are read
+            case_sensitive=False,
+            env_prefix=ENV_PREFIX,
+            env_nested_delimiter=ENV_NESTED_DELIMITER,
+        )
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, False, False, None)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML loader that refuses duplicate keys (PyYAML keeps the last one silently)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"config file {path}: cannot read it ({exc.strerror or exc})"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"config file {path}: not UTF-8 text"]) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"config file {path}: invalid YAML: {exc}"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"config file {path}: the top level must be a mapping of settings"])
+    return data
+
+
+def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Flags as a nested dict; keys may be dotted (`upstream.url`) or already nested."""
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        if isinstance(value, Mapping):
+            node.setdefault(leaf, {}).update(_nest(value))
+        else:
+            node[leaf] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _has(data: Mapping[str, Any], loc: tuple[str | int, ...]) -> bool:
+    node: Any = data
+    for part in loc:
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _origin(loc: tuple[str | int, ...], layers: list[tuple[str, Mapping[str, Any]]]) -> str | None:
+    """Which layer supplied the value at `loc` (the highest one wins, as in the merge)."""
+    names = tuple(part for part in loc if isinstance(part, str))
+    for where, data in reversed(layers):
+        if _has(data, names):
+            if where.startswith("environment"):
+                return "environment " + ENV_PREFIX + ENV_NESTED_DELIMITER.join(names).upper()
+            return str(where)
+    return None
+
+
+def _describe(
+    exc: ValidationError,
+    layers: list[tuple[str, Mapping[str, Any]]],
+) -> list[str]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        name = ".".join(str(part) for part in loc) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting"
+        elif error["type"] not in ("value_error", "assertion_error") and "input" in error:
+            message = f"{message} (got {error['input']!r})"
+        origin = _origin(loc, layers)
+        suffix = f" [from {origin}]" if origin else ""
+        problems.append(f"{name}: {message}{suffix}")
+    return problems
+
+
+def load_settings(
+    config_file: Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Defaults < `config_file` < `ENVELOPE_PROXY_*` in `environ` (os.environ) < overrides."""
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if config_file is not None:
+        layers.append((f"config file {config_file}", _read_file(config_file)))
+    env = os.environ if environ is None else environ
+    try:
+        env_data = _EnvSource(env)()
+    except Exception as exc:  # pydantic-settings raises SettingsError on malformed JSON values
+        raise ConfigError([f"environment {ENV_PREFIX}*: {exc}"]) from None
+    layers.append((f"environment {ENV_PREFIX}*", env_data))
+    if overrides:
+        layers.append(("command line", _nest(overrides)))
+    merged: dict[str, Any] = {}
+    for _, data in layers:
+        merged = _merge(merged, data)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, layers)) from None
+
+
+def restart_needed(old: Settings, new: Settings) -> list[str]:
+    """Names of start-only settings that differ between two configurations."""
+    changed = []
+    for name in RESTART_ONLY:
+        section, _, field = name.partition(".")
+        before: Any = getattr(old, section)
+        after: Any = getattr(new, section)
+        if field:
+            before, after = getattr(before, field), getattr(after, field)
+        if before != after:
+            changed.append(name)
+    return changed
+
+
+def keep_start_only(old: Settings, new: Settings) -> Settings:
+    """`new` with every start-only setting taken from `old` (what a live reload applies)."""
+    return new.model_copy(
+        update={
+            "listen": old.listen,
+            "admin_listen": old.admin_listen,
+            "workers": old.workers,
+            "upstream": new.upstream.model_copy(update={"pool_size": old.upstream.pool_size}),
+            "clients": old.clients,
+            "tracing": old.tracing,
+            "shadow": old.shadow,
+        }
+    )
+
+
+def _redact_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or (parts.password is None and parts.username is None):
+        return value
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def _redact(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _redact(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, key) for v in value]
+    if value is not None and _SECRET_KEY.search(key):
+        return "***"
+    if isinstance(value, str):
+        return _redact_url(value)
+    return value
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The settings as JSON-ready data with URL credentials and secret-looking values hidden."""
+    data: dict[str, Any] = _redact(settings.model_dump(mode="json"))
+    return data
+
+
+def check_config(path: Path) -> list[str]:
+    """Every problem with a config file and the rules directory it names (empty when valid)."""
+    from proxy.envelope import RulesError, load_rules
+
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        return list(exc.problems)
+    try:
+        load_rules(settings.rules_dir) if settings.rules_dir else load_rules()
+    except RulesError as exc:
+        return [f"rules_dir {settings.rules_dir}: {line}" for line in str(exc).splitlines()]
+    return []

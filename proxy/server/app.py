@@ -1,0 +1,117 @@
+"""The proxy application factory: routes, extensions, the upstream session and background tasks.
+
+`create_app(settings, extensions=...)` is what `serve` runs and what tests put behind a
+loopback server. Its start-up opens one shared upstream `ClientSession` (connection pool
+sized by `upstream.pool_size`, no decompression, no cookie jar: a proxy must not mix one
+client's cookies into another's requests), probes the upstream version once before the
+first request, then keeps probing and watching the configuration in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from proxy.config import Settings
+from proxy.server import events, passthrough
+from proxy.server.hooks import Extension
+from proxy.server.keys import SESSION, STATE, TASKS
+from proxy.server.reload import ConfigReloader
+from proxy.server.state import ProxyState
+from proxy.server.version import VersionProbe
+
+log = logging.getLogger("envelope_proxy.server")
+
+RELOADER = web.AppKey("envelope_proxy_reloader", ConfigReloader)
+PROBE = web.AppKey("envelope_proxy_probe", VersionProbe)
+
+# Keyword arguments for the aiohttp runner serving the proxy app (serve and tests alike).
+# Request bodies are not decompressed, so pass-through bodies reach the upstream as sent.
+SERVER_KWARGS: dict[str, Any] = {
+    "auto_decompress": False,
+    "access_log": None,
+    "keepalive_timeout": 75.0,
+}
+
+
+@web.middleware
+async def _close_when_draining(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    if request.app[STATE].draining:
+        response.force_close()  # send keep-alive clients to another replica
+    return response
+
+
+async def _upstream(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    settings = state.snapshot.settings
+    pool = settings.upstream.pool_size
+    trace_configs = [tc for ext in state.extensions for tc in ext.client_trace_configs()]
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=pool, limit_per_host=pool),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trace_configs=trace_configs or None,
+        timeout=state.snapshot.event_timeouts,
+    )
+    app[SESSION] = session
+    probe = VersionProbe(state)
+    app[PROBE] = probe
+    reloader = ConfigReloader(state, on_applied=probe.wake)
+    app[RELOADER] = reloader
+    await probe.probe_once()
+    background = [asyncio.create_task(probe.run(), name="envelope-proxy version probe")]
+    if state.load is not None:
+        background.append(asyncio.create_task(reloader.watch(), name="envelope-proxy reload"))
+    try:
+        yield
+    finally:
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        orphans = app[TASKS]
+        if orphans:
+            timeout = state.snapshot.settings.lifecycle.shutdown_timeout_seconds
+            await asyncio.wait(list(orphans), timeout=timeout or None)
+        await session.close()
+        await probe.close()
+        for ext in state.extensions:
+            await ext.close()
+
+
+def create_app(
+    settings: Settings,
+    *,
+    extensions: Sequence[Extension] = (),
+    config_file: Path | None = None,
+    reload_from: Callable[[], Settings] | None = None,
+) -> web.Application:
+    """The proxy application.
+
+    `reload_from` re-reads the configuration (file, env, flags); when given, the config
+    file's directory and the rules directory are watched and changes applied live.
+    """
+    state = ProxyState(settings, extensions=extensions, config_file=config_file, load=reload_from)
+    middlewares = [mw for ext in extensions for mw in ext.server_middlewares()]
+    app = web.Application(
+        middlewares=[*middlewares, _close_when_draining],
+        client_max_size=settings.limits.max_body_bytes,
+    )
+    app[STATE] = state
+    app[TASKS] = set()
+    events.add_routes(app)
+    passthrough.add_routes(app)
+    app.cleanup_ctx.append(_upstream)
+    for ext in extensions:
+        ext.set_inflight_provider(lambda: state.inflight)
+    return app

@@ -1,0 +1,294 @@
+"""`POST /api/events` and `POST /api/events/batch`: read, convert, forward, relay, record.
+
+Order of checks, cheapest first: in-flight limit (503), content type (415), declared length
+(413, before reading), then the body under a size and time bound (413 / 408). The engine
+converts it for the snapshot's target (its refusals become problem+json with its status);
+the upstream's answer is relayed as it came (status, body bytes, content type, encoding,
+`Retry-After`), so the client never sees a 2xx the upstream did not give.
+
+The upstream exchange runs in its own task: a client that disconnects after sending its
+body does not cancel the forwarding, and the outcome is still recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Literal
+
+import orjson
+from aiohttp import hdrs, web
+
+from proxy.envelope import Conversion, EnvelopeError
+from proxy.server import problems
+from proxy.server.forward import Answer, UpstreamError, post_event
+from proxy.server.headers import upstream_request_headers
+from proxy.server.hooks import ClientHints, EventRecord, Outcome
+from proxy.server.keys import SESSION, STATE, TASKS
+from proxy.server.state import ProxyState, Snapshot
+
+log = logging.getLogger("envelope_proxy.server")
+
+SHAPE_HEADER = "X-Envelope-Shape"
+TARGET_HEADER = "X-Envelope-Target"
+
+Kind = Literal["event", "batch"]
+
+
+def is_json_content_type(request: web.BaseRequest) -> bool:
+    """`application/json` or `application/*+json`, in UTF-8 (as the Rust server accepts)."""
+    mime = request.content_type
+    if mime != "application/json" and not (
+        mime.startswith("application/") and mime.endswith("+json")
+    ):
+        return False
+    charset = request.charset
+    return charset is None or charset.lower() in ("utf-8", "utf8")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
+    body = bytearray()
+    while chunk := await request.content.readany():
+        body += chunk
+        if len(body) > limit:
+            raise _BodyTooLarge
+    return bytes(body)
+
+
+def stored_ids(answer: Answer) -> tuple[str, ...]:
+    """`event_id` / `event_ids` from a 2xx JSON answer as exact decimal strings, else ()."""
+    if not 200 <= answer.status < 300 or answer.content_encoding not in (None, "identity"):
+        return ()
+    try:
+        data = orjson.loads(answer.body)  # integers stay exact up to 64 bits
+    except orjson.JSONDecodeError:
+        return ()
+    if not isinstance(data, dict):
+        return ()
+    values = data.get("event_ids")
+    if not isinstance(values, list):
+        values = [data.get("event_id")]
+    ids = []
+    for value in values:
+        if isinstance(value, int) and not isinstance(value, bool):
+            ids.append(str(value))
+        elif isinstance(value, str) and value.lstrip("-").isdigit():
+            ids.append(value)
+    return tuple(ids)
+
+
+class _Exchange:
+    """What one event request learnt, turned into the `EventRecord` at the end."""
+
+    def __init__(self, request: web.Request, snapshot: Snapshot, body: bytes = b""):
+        self.request = request
+        self.snapshot = snapshot
+        self.body = body
+        self.conversion: Conversion | None = None
+        self.shape: str | None = None
+
+    def record(
+        self,
+        state: ProxyState,
+        outcome: Outcome,
+        *,
+        error_code: str | None = None,
+        answer: Answer | None = None,
+        upstream_seconds: float | None = None,
+    ) -> None:
+        if not state.extensions:
+            return
+        request, snapshot, conv = self.request, self.snapshot, self.conversion
+        header = snapshot.client_header
+        record = EventRecord(
+            path=request.path,
+            hints=ClientHints(
+                header=request.headers.get(header) if header else None,
+                user_agent=request.headers.get(hdrs.USER_AGENT),
+                peer=request.remote,
+            ),
+            worker_id=conv.worker_id if conv else None,
+            shape=self.shape,
+            target=snapshot.target,
+            upstream_version=snapshot.upstream_version,
+            outcome=outcome,
+            error_code=error_code,
+            upstream_status=answer.status if answer else None,
+            execution_id=conv.execution_id if conv else None,
+            request_event_id=conv.event_id if conv else None,
+            stored_event_ids=stored_ids(answer) if answer else (),
+            batch_size=conv.batch_size if conv else None,
+            upstream_seconds=answer.seconds if answer else upstream_seconds,
+            body=self.body,
+        )
+        for ext in state.extensions:
+            ext.on_event(record)
+
+    def headers(self) -> dict[str, str]:
+        headers = {TARGET_HEADER: self.snapshot.target}
+        if self.shape:
+            headers[SHAPE_HEADER] = self.shape
+        return headers
+
+
+def _relay(answer: Answer, exchange: _Exchange) -> web.Response:
+    response = web.Response(status=answer.status, body=answer.body, headers=exchange.headers())
+    if answer.content_type is not None:
+        response.headers[hdrs.CONTENT_TYPE] = answer.content_type
+    if answer.content_encoding is not None:
+        response.headers[hdrs.CONTENT_ENCODING] = answer.content_encoding
+    if answer.retry_after is not None:
+        response.headers[hdrs.RETRY_AFTER] = answer.retry_after
+    return response
+
+
+async def _forward(
+    request: web.Request, state: ProxyState, exchange: _Exchange, conv: Conversion
+) -> web.StreamResponse:
+    snapshot = exchange.snapshot
+    headers = upstream_request_headers(request, keep_content_length=False)
+    headers[hdrs.CONTENT_TYPE] = "application/json"
+    try:
+        answer = await post_event(
+            request.app[SESSION],
+            snapshot.upstream_url(request.raw_path),
+            conv.body,
+            headers,
+            snapshot.event_timeouts,
+        )
+    except UpstreamError as err:
+        log.warning(
+            "%s %s: %s (execution %s, event %s)",
+            request.method,
+            request.path,
+            err.detail,
+            conv.execution_id,
+            conv.event_id,
+        )
+        exchange.record(state, "upstream_failed", error_code=err.problem.code)
+        return problems.proxy_problem(err.problem, err.detail, headers=exchange.headers())
+    outcome: Outcome = "forwarded" if 200 <= answer.status < 300 else "upstream_rejected"
+    exchange.record(state, outcome, answer=answer)
+    return _relay(answer, exchange)
+
+
+async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
+    state = request.app[STATE]
+    snapshot = state.snapshot
+    limits = snapshot.settings.limits
+    exchange = _Exchange(request, snapshot)
+
+    def refuse(problem: problems.ProxyProblem, detail: str, **kw: bool) -> web.Response:
+        exchange.record(state, "rejected", error_code=problem.code)
+        return problems.proxy_problem(problem, detail, headers=exchange.headers(), **kw)
+
+    if state.inflight >= limits.max_inflight:
+        exchange.record(state, "rejected", error_code=problems.OVERLOADED.code)
+        response = problems.overloaded(limits.max_inflight)
+        response.headers.update(exchange.headers())
+        return response
+    if not is_json_content_type(request):
+        got = request.headers.get(hdrs.CONTENT_TYPE, "none")
+        return refuse(
+            problems.UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Type must be application/json (UTF-8); got {got}",
+        )
+    if request.headers.get(hdrs.CONTENT_ENCODING, "identity").lower() != "identity":
+        return refuse(problems.UNSUPPORTED_MEDIA_TYPE, "compressed request bodies are not accepted")
+    declared = request.content_length
+    if declared is not None and declared > limits.max_body_bytes:
+        return refuse(
+            problems.BODY_TOO_LARGE,
+            f"body of {declared} bytes is over the {limits.max_body_bytes}-byte limit",
+            close=True,
+        )
+
+    state.inflight += 1
+    forwarding = False
+    try:
+        try:
+            async with asyncio.timeout(limits.body_read_timeout_seconds):
+                exchange.body = await _read_body(request, limits.max_body_bytes)
+        except _BodyTooLarge:
+            return refuse(
+                problems.BODY_TOO_LARGE,
+                f"body is over the {limits.max_body_bytes}-byte limit",
+                close=True,
+            )
+        except TimeoutError:
+            return refuse(
+                problems.BODY_TIMEOUT,
+                f"body not received within {limits.body_read_timeout_seconds} s",
+                close=True,
+            )
+        except (ConnectionError, web.HTTPException, OSError):
+            return refuse(problems.CLIENT_ABORTED, "the body was cut short", close=True)
+
+        convert = (
+            snapshot.engine.convert_batch if kind == "batch" else snapshot.engine.convert_event
+        )
+        try:
+            conv = convert(exchange.body, snapshot.target)
+        except EnvelopeError as err:
+            exchange.record(state, "rejected", error_code=err.code)
+            return problems.problem_response(
+                err.http_status, err.to_problem(), headers=exchange.headers()
+            )
+        exchange.conversion = conv
+        exchange.shape = conv.shape
+
+        # Shielded: a client disconnect cancels this handler, never the upstream exchange,
+        # which keeps its in-flight slot until it is over.
+        task = asyncio.ensure_future(_forward(request, state, exchange, conv))
+        forwarding = True
+        tasks = request.app[TASKS]
+        tasks.add(task)
+        task.add_done_callback(lambda done: _finished(state, tasks, done))
+        return await asyncio.shield(task)
+    finally:
+        if not forwarding:
+            state.inflight -= 1
+
+
+def _finished(
+    state: ProxyState,
+    tasks: set[asyncio.Future[web.StreamResponse]],
+    task: asyncio.Future[web.StreamResponse],
+) -> None:
+    state.inflight -= 1
+    tasks.discard(task)
+
+
+async def _expect(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue`: refuse a declared oversized body before the client sends it."""
+    limits = request.app[STATE].snapshot.settings.limits
+    declared = request.content_length
+    if declared is not None and declared > limits.max_body_bytes:
+        return problems.proxy_problem(
+            problems.BODY_TOO_LARGE,
+            f"body of {declared} bytes is over the {limits.max_body_bytes}-byte limit",
+            close=True,
+        )
+    if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {request.headers[hdrs.EXPECT]}")
+    if request.version >= (1, 1):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the interim answer is not part of the response
+    return None
+
+
+async def handle_event(request: web.Request) -> web.StreamResponse:
+    return await _handle(request, "event")
+
+
+async def handle_batch(request: web.Request) -> web.StreamResponse:
+    return await _handle(request, "batch")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/events", handle_event, expect_handler=_expect)
+    app.router.add_post("/api/events/batch", handle_batch, expect_handler=_expect)

@@ -1,0 +1,150 @@
+"""Calls to the upstream: one buffered exchange per event, and the failure classification.
+
+Every failure is classified by whether the upstream could have seen the request. Only a
+request that provably never left the proxy (the connection could not be opened, or a pooled
+connection was already closing when the first byte was to be written) is retried, once:
+`POST /api/events` is not idempotent (the upstream mints ids), so a request that may have
+been written is never sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import hdrs
+from yarl import URL
+
+from proxy.server.headers import SKIP_AUTO_HEADERS
+from proxy.server.problems import (
+    BAD_UPSTREAM_RESPONSE,
+    UPSTREAM_TIMEOUT,
+    UPSTREAM_UNAVAILABLE,
+    ProxyProblem,
+)
+
+UPSTREAM_DISCONNECTED = ProxyProblem(
+    "upstream_disconnected", 502, "Upstream closed the connection before answering"
+)
+
+# Upstream answers to events are a few hundred bytes; anything near this is not an answer.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+
+_CLOSING_TRANSPORT = "Cannot write to closing transport"
+
+
+class UpstreamError(Exception):
+    """The upstream gave no usable answer; `problem` says how to tell the client."""
+
+    def __init__(self, problem: ProxyProblem, detail: str):
+        super().__init__(detail)
+        self.problem = problem
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The upstream's answer to an event, as the client will get it."""
+
+    status: int
+    body: bytes
+    content_type: str | None
+    content_encoding: str | None
+    retry_after: str | None
+    seconds: float
+    attempts: int
+
+
+def never_sent(exc: BaseException) -> bool:
+    """True when the request cannot have reached the upstream, so one retry is safe."""
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return False  # deterministic: a retry would fail the same way
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return True  # refused, unreachable, DNS: no connection was ever open
+    # A pooled connection the upstream had already closed: aiohttp refuses the first
+    # write (headers and a bytes body go out in that one write), so no byte left.
+    cause = exc.__cause__
+    return (
+        isinstance(exc, aiohttp.ClientOSError)
+        and isinstance(cause, aiohttp.ClientConnectionResetError)
+        and str(cause) == _CLOSING_TRANSPORT
+    )
+
+
+def classify(exc: BaseException, timeouts: aiohttp.ClientTimeout) -> UpstreamError:
+    """The client-facing failure for an exception raised while talking to the upstream."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamError(
+            UPSTREAM_UNAVAILABLE,
+            f"no connection to the upstream within {timeouts.sock_connect} s",
+        )
+    if isinstance(exc, asyncio.TimeoutError):
+        return UpstreamError(
+            UPSTREAM_TIMEOUT,
+            f"the upstream did not answer within {timeouts.total or timeouts.sock_read} s; "
+            "the event may or may not have been stored",
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamError(UPSTREAM_UNAVAILABLE, f"cannot connect to the upstream: {exc}")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return UpstreamError(BAD_UPSTREAM_RESPONSE, f"the upstream's answer is malformed: {exc}")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return UpstreamError(
+            UPSTREAM_DISCONNECTED,
+            f"the connection to the upstream broke ({exc.__class__.__name__}); "
+            "the event may or may not have been stored",
+        )
+    raise exc
+
+
+async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
+    if response.content_length is not None and response.content_length > MAX_ANSWER_BYTES:
+        raise UpstreamError(BAD_UPSTREAM_RESPONSE, "the upstream's answer is too large")
+    chunks = bytearray()
+    async for chunk in response.content.iter_any():
+        chunks += chunk
+        if len(chunks) > MAX_ANSWER_BYTES:
+            raise UpstreamError(BAD_UPSTREAM_RESPONSE, "the upstream's answer is too large")
+    return bytes(chunks)
+
+
+async def post_event(
+    session: aiohttp.ClientSession,
+    url: URL,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeouts: aiohttp.ClientTimeout,
+) -> Answer:
+    """POST one rewritten body; retries once only when the first attempt never left."""
+    started = time.perf_counter()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            async with session.post(
+                url,
+                data=body,
+                headers=headers,
+                timeout=timeouts,
+                allow_redirects=False,
+                skip_auto_headers=SKIP_AUTO_HEADERS,
+            ) as response:
+                answer_body = await _read_bounded(response)
+                return Answer(
+                    status=response.status,
+                    body=answer_body,
+                    content_type=response.headers.get(hdrs.CONTENT_TYPE),
+                    content_encoding=response.headers.get(hdrs.CONTENT_ENCODING),
+                    retry_after=response.headers.get(hdrs.RETRY_AFTER),
+                    seconds=time.perf_counter() - started,
+                    attempts=attempt,
+                )
+        except UpstreamError:
+            raise
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            if attempt == 1 and never_sent(exc):
+                continue
+            raise classify(exc, timeouts) from exc

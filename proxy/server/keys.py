@@ -1,0 +1,15 @@
+"""Typed keys for what the proxy stores on its aiohttp applications."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+
+from proxy.server.state import ProxyState
+
+STATE = web.AppKey("envelope_proxy_state", ProxyState)
+SESSION = web.AppKey("envelope_proxy_session", aiohttp.ClientSession)
+# Upstream exchanges that outlive their handler (client gone); awaited at shutdown.
+TASKS = web.AppKey("envelope_proxy_tasks", set[asyncio.Future[web.StreamResponse]])

@@ -1,0 +1,87 @@
+"""The proxy's own refusals and failures as `application/problem+json` (RFC 9457).
+
+Engine refusals carry their own problem (`EnvelopeError.to_problem()`); this module adds the
+codes the proxy itself answers with. The codes are public: they appear in problem bodies,
+in `EventRecord.error_code` and in the README's failure table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyProblem:
+    """One failure the proxy answers itself (nothing, or nothing complete, reached upstream)."""
+
+    code: str
+    status: int
+    title: str
+
+
+OVERLOADED = ProxyProblem("overloaded", 503, "Too many requests in flight")
+UNSUPPORTED_MEDIA_TYPE = ProxyProblem("unsupported_media_type", 415, "Body must be JSON")
+BODY_TOO_LARGE = ProxyProblem("body_too_large", 413, "Body is larger than allowed")
+BODY_TIMEOUT = ProxyProblem("body_timeout", 408, "Body did not arrive in time")
+CLIENT_ABORTED = ProxyProblem("client_aborted", 400, "Client closed the connection mid-body")
+UPSTREAM_UNAVAILABLE = ProxyProblem("upstream_unavailable", 502, "Upstream unreachable")
+UPSTREAM_TIMEOUT = ProxyProblem("upstream_timeout", 504, "Upstream did not answer in time")
+BAD_UPSTREAM_RESPONSE = ProxyProblem("bad_upstream_response", 502, "Upstream answer unusable")
+
+# Seconds a shed client is told to wait; short, because in-flight requests finish quickly.
+OVERLOAD_RETRY_AFTER = "1"
+
+
+def problem_body(problem: ProxyProblem, detail: str) -> dict[str, Any]:
+    return {
+        "type": f"urn:envelope-proxy:error:{problem.code}",
+        "title": problem.title,
+        "status": problem.status,
+        "detail": detail,
+        "code": problem.code,
+    }
+
+
+def problem_response(
+    status: int,
+    body: dict[str, Any],
+    *,
+    headers: dict[str, str] | None = None,
+    close: bool = False,
+) -> web.Response:
+    """A problem+json response; `close` ends the connection (an unread body is left on it)."""
+    response = web.Response(
+        status=status,
+        body=orjson.dumps(body),
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers=headers,
+    )
+    if close:
+        response.force_close()
+    return response
+
+
+def proxy_problem(
+    problem: ProxyProblem,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    close: bool = False,
+) -> web.Response:
+    return problem_response(
+        problem.status, problem_body(problem, detail), headers=headers, close=close
+    )
+
+
+def overloaded(limit: int) -> web.Response:
+    return proxy_problem(
+        OVERLOADED,
+        f"more than {limit} requests in flight; retry shortly",
+        headers={"Retry-After": OVERLOAD_RETRY_AFTER},
+    )

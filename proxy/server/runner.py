@@ -1,0 +1,230 @@
+"""Process lifecycle for `serve`: listeners, signals, graceful drain, worker processes.
+
+Shutdown on SIGTERM (or SIGINT): `/readyz` answers 503 at once while the proxy keeps serving
+for `lifecycle.drain_seconds` (the time an orchestrator needs to stop routing here); then
+the listener closes, in-flight requests get up to `lifecycle.shutdown_timeout_seconds` to
+finish, and the process exits 0. A second signal cuts the drain short. SIGHUP reloads the
+configuration.
+
+`workers: N > 1` forks N processes that each bind the proxy port with SO_REUSEPORT (the
+kernel spreads connections); only worker 0 serves the admin listener, so `/readyz` and
+`/metrics` describe worker 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from proxy.config import Settings, split_host_port
+from proxy.server.admin import create_admin_app
+from proxy.server.app import RELOADER, SERVER_KWARGS, create_app
+from proxy.server.hooks import Extension
+from proxy.server.keys import STATE
+
+log = logging.getLogger("envelope_proxy.server")
+
+NO_UVLOOP_ENV = "ENVELOPE_PROXY_NO_UVLOOP"
+
+
+def build_extensions(settings: Settings, engine_provider: Callable[[], object]) -> list[Extension]:
+    """The observability extension when that package is part of this copy, else none."""
+    try:
+        from proxy import observability
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("proxy.observability",):
+            raise
+        return []
+    return [observability.build_extension(settings, engine_provider)]  # type: ignore[arg-type]
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when installed and not turned off by ENVELOPE_PROXY_NO_UVLOOP=1."""
+    if os.environ.get(NO_UVLOOP_ENV, "").strip().lower() in ("1", "true", "yes"):
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def _url(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = str(address[0])
+        return f"http://[{host}]:{address[1]}" if ":" in host else f"http://{host}:{address[1]}"
+    return str(address)
+
+
+async def _serve(
+    settings: Settings,
+    *,
+    config_file: Path | None,
+    reload_from: Callable[[], Settings] | None,
+    worker: int,
+    reuse_port: bool,
+) -> int:
+    holder: dict[str, web.Application] = {}
+    extensions = build_extensions(settings, lambda: holder["app"][STATE].snapshot.engine)
+    app = create_app(
+        settings, extensions=extensions, config_file=config_file, reload_from=reload_from
+    )
+    holder["app"] = app
+    lifecycle = settings.lifecycle
+    runner = web.AppRunner(
+        app, shutdown_timeout=lifecycle.shutdown_timeout_seconds, **SERVER_KWARGS
+    )
+    admin_runner = web.AppRunner(create_admin_app(app), access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    host, port = split_host_port(settings.listen)
+    try:
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+        if worker == 0:
+            await admin_runner.setup()
+            admin_host, admin_port = split_host_port(settings.admin_listen)
+            await web.TCPSite(admin_runner, admin_host, admin_port).start()
+    except OSError as exc:
+        log.error("cannot listen: %s", exc)
+        await runner.cleanup()
+        await admin_runner.cleanup()
+        return 2
+    admin = ", ".join(_url(a) for a in admin_runner.addresses) or f"none in worker {worker}"
+    log.info(
+        "envelope-proxy listening on %s (admin %s), upstream %s",
+        ", ".join(_url(a) for a in runner.addresses),
+        admin,
+        settings.upstream.url,
+    )
+    # Start-up objects live for the whole process: keep the collector from rescanning them.
+    gc.collect()
+    gc.freeze()
+
+    state = app[STATE]
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    hurry = asyncio.Event()
+
+    def on_stop() -> None:
+        if stop.is_set():
+            hurry.set()
+        stop.set()
+
+    reloads: set[asyncio.Task[bool | None]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(app[RELOADER].reload(force=True, reason="SIGHUP"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_stop)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+    await stop.wait()
+    state.draining = True
+    drain = state.snapshot.settings.lifecycle.drain_seconds
+    log.info("shutting down: not ready; serving for %.1f s more, then closing the listener", drain)
+    if drain > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hurry.wait(), drain)
+    log.info("closing the listener; waiting for %d request(s) in flight", state.inflight)
+    await runner.cleanup()
+    await admin_runner.cleanup()
+    log.info("stopped")
+    return 0
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    config_file: Path | None,
+    reload_from: Callable[[], Settings] | None,
+    worker: int = 0,
+    reuse_port: bool = False,
+) -> int:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(
+            _serve(
+                settings,
+                config_file=config_file,
+                reload_from=reload_from,
+                worker=worker,
+                reuse_port=reuse_port,
+            )
+        )
+
+
+def serve(
+    settings: Settings,
+    *,
+    config_file: Path | None,
+    reload_from: Callable[[], Settings] | None,
+) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit code."""
+    if settings.workers == 1:
+        return run_worker(settings, config_file=config_file, reload_from=reload_from)
+    _, port = split_host_port(settings.listen)
+    if port == 0:
+        log.error("workers > 1 need a fixed listen port (SO_REUSEPORT shares one port)")
+        return 2
+    children: dict[int, int] = {}
+    for index in range(settings.workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = run_worker(
+                    settings,
+                    config_file=config_file,
+                    reload_from=reload_from,
+                    worker=index,
+                    reuse_port=True,
+                )
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        children[pid] = index
+    return _supervise(children)
+
+
+def _supervise(children: dict[int, int]) -> int:
+    """Forward signals to the workers; stop them all if one dies on its own."""
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if signum != signal.SIGHUP:
+            stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    worst = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        index = children.pop(pid, None)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            worst = worst or (code if code > 0 else 1)
+            log.error("worker %s exited with %d", index, code)
+        if not stopping:
+            log.error("worker %s stopped unexpectedly; stopping the others", index)
+            forward(signal.SIGTERM, None)
+            worst = worst or 1
+    return worst

@@ -1,0 +1,182 @@
+"""The proxy's live state: the config snapshot requests run under, and what changes it.
+
+A `Snapshot` bundles everything a request depends on (settings, rules, engine, the current
+target and upstream version). It is immutable; a probe result or a config reload builds a
+new one and swaps a single reference, so a request keeps the snapshot it started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import aiohttp
+from yarl import URL
+
+from proxy.config import Settings
+from proxy.envelope import Engine, EngineOptions, Rules, load_rules
+from proxy.server.hooks import Extension
+
+log = logging.getLogger("envelope_proxy.server")
+
+PINNED_TARGETS = {"v1": "event_request", "v2": "executor_event"}
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One consistent view of configuration and upstream state."""
+
+    settings: Settings
+    rules: Rules
+    engine: Engine
+    target: str
+    upstream_version: str | None
+    upstream_base: str  # upstream URL without a trailing slash; request paths are appended
+    client_header: str | None
+    event_timeouts: aiohttp.ClientTimeout
+    stream_timeouts: aiohttp.ClientTimeout
+    generation: int
+
+    def upstream_url(self, raw_path: str) -> URL:
+        """The upstream URL for a request's raw path and query (already percent-encoded)."""
+        return URL(self.upstream_base + raw_path, encoded=True)
+
+
+def build_engine(settings: Settings) -> tuple[Rules, Engine]:
+    """Rules and engine for a configuration (raises RulesError); blocking file I/O."""
+    rules = load_rules(settings.rules_dir) if settings.rules_dir else load_rules()
+    options = EngineOptions(
+        normalise_status=settings.envelope.normalise_status,
+        mint=settings.envelope.mint,
+        machine_id=settings.envelope.machine_id,
+        max_depth=settings.limits.max_json_depth,
+        batch_max_items=settings.limits.batch_max_items,
+    )
+    return rules, Engine(rules, options)
+
+
+def choose_target(settings: Settings, rules: Rules, probed: str | None) -> tuple[str, str | None]:
+    """(target, upstream version) for a configuration and the last probed version."""
+    mode = settings.upstream.version
+    if mode in PINNED_TARGETS:
+        return PINNED_TARGETS[mode], None
+    if mode == "auto":
+        return rules.target_for_version(probed), probed
+    return rules.target_for_version(mode), mode
+
+
+def client_header(settings: Settings) -> str | None:
+    for source in settings.clients.sources:
+        if source.startswith("header:"):
+            return source.removeprefix("header:")
+    return None
+
+
+def make_snapshot(
+    settings: Settings, rules: Rules, engine: Engine, probed: str | None, generation: int
+) -> Snapshot:
+    target, version = choose_target(settings, rules, probed)
+    upstream = settings.upstream
+    return Snapshot(
+        settings=settings,
+        rules=rules,
+        engine=engine,
+        target=target,
+        upstream_version=version,
+        upstream_base=upstream.url.rstrip("/"),
+        client_header=client_header(settings),
+        event_timeouts=aiohttp.ClientTimeout(
+            total=upstream.timeout_seconds, sock_connect=upstream.connect_timeout_seconds
+        ),
+        # Pass-through responses may stream for long (SSE): bound idle time, not the total.
+        stream_timeouts=aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=upstream.connect_timeout_seconds,
+            sock_read=upstream.timeout_seconds,
+        ),
+        generation=generation,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadStatus:
+    ok: bool
+    at: float
+    problems: tuple[str, ...] = ()
+    restart_needed: tuple[str, ...] = ()
+
+
+class ProxyState:
+    """Mutable process state around the current snapshot; touched only from the event loop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        extensions: Sequence[Extension] = (),
+        config_file: Path | None = None,
+        load: Callable[[], Settings] | None = None,
+    ):
+        rules, engine = build_engine(settings)
+        self.snapshot = make_snapshot(settings, rules, engine, None, 1)
+        self.extensions = tuple(extensions)
+        self.config_file = config_file
+        # How a reload reads the configuration again (file + env + the same flags).
+        self.load = load
+        self.probed_version: str | None = None
+        self.upstream_reached = False
+        self.draining = False
+        self.inflight = 0
+        self.last_reload: ReloadStatus | None = None
+        self.started_at = time.time()
+        self._announce(None)
+
+    @property
+    def pinned(self) -> bool:
+        return self.snapshot.settings.upstream.version != "auto"
+
+    def ready(self) -> bool:
+        return not self.draining and (self.pinned or self.upstream_reached)
+
+    def set_probed(self, version: str | None) -> None:
+        """Record an authoritative probe answer; switches target when the version changed."""
+        self.upstream_reached = True
+        if version == self.probed_version:
+            return
+        self.probed_version = version
+        previous = self.snapshot
+        current = self.snapshot.settings
+        self.snapshot = make_snapshot(
+            current, previous.rules, previous.engine, version, previous.generation
+        )
+        self._announce(previous)
+
+    def apply(self, settings: Settings, rules: Rules, engine: Engine) -> None:
+        """Swap in a validated configuration (start-only settings already kept)."""
+        previous = self.snapshot
+        self.snapshot = make_snapshot(
+            settings, rules, engine, self.probed_version, previous.generation + 1
+        )
+        self._announce(previous)
+
+    def replace_settings(self, settings: Settings) -> None:
+        self.snapshot = replace(self.snapshot, settings=settings)
+
+    def _announce(self, previous: Snapshot | None) -> None:
+        current = self.snapshot
+        if previous is not None and (previous.target, previous.upstream_version) == (
+            current.target,
+            current.upstream_version,
+        ):
+            return
+        log.info(
+            "upstream target %s (upstream version %s, mode %s)",
+            current.target,
+            current.upstream_version or "unknown",
+            current.settings.upstream.version,
+        )
+        for ext in self.extensions:
+            ext.on_target(current.target, current.upstream_version)

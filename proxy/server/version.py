@@ -1,0 +1,107 @@
+"""The upstream version probe behind `upstream.version: auto`.
+
+`GET {upstream}/api/health` at start and every `probe_interval_seconds`. The Rust server
+puts its release in `version`, also in the 503 it answers while its database is down, so a
+200 or a 503 with a JSON object is authoritative: its `version` (or none, as the Python
+server sends) decides the target through the rules' thresholds. Anything else (refused,
+timeout, another status, not JSON) says nothing about the version: the last known one stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from proxy.server.state import ProxyState
+
+log = logging.getLogger("envelope_proxy.server")
+
+HEALTH_PATH = "/api/health"
+# A health answer is small; a probe must never hold the loop on a huge one.
+MAX_HEALTH_BYTES = 64 * 1024
+MAX_PROBE_SECONDS = 5.0
+
+
+def version_from_health(status: int, body: bytes) -> tuple[bool, str | None]:
+    """(authoritative, version) for a health answer."""
+    if status not in (200, 503):
+        return False, None
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False, None
+    if not isinstance(data, dict):
+        return False, None
+    version = data.get("version")
+    if isinstance(version, str) and version.strip():
+        return True, version.strip()
+    return True, None
+
+
+class VersionProbe:
+    """Keeps `ProxyState` told of the upstream's version while the mode is `auto`."""
+
+    def __init__(self, state: ProxyState):
+        self._state = state
+        self._wake = asyncio.Event()
+        self._healthy: bool | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def wake(self) -> None:
+        """Probe now (after a reload changed the mode, URL or interval)."""
+        self._wake.set()
+
+    async def probe_once(self) -> None:
+        snapshot = self._state.snapshot
+        upstream = snapshot.settings.upstream
+        if upstream.version != "auto":
+            return
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1, force_close=True),
+                auto_decompress=True,
+            )
+        timeout = aiohttp.ClientTimeout(
+            total=min(upstream.timeout_seconds, MAX_PROBE_SECONDS),
+            sock_connect=upstream.connect_timeout_seconds,
+        )
+        url = URL(snapshot.upstream_base + HEALTH_PATH, encoded=True)
+        try:
+            async with self._session.get(url, timeout=timeout, allow_redirects=False) as response:
+                body = await response.content.read(MAX_HEALTH_BYTES)
+                authoritative, version = version_from_health(response.status, body)
+                problem = f"answered {response.status} without a JSON body"
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            authoritative, version = False, None
+            problem = f"unreachable ({exc.__class__.__name__}: {exc})"
+        if authoritative:
+            if self._healthy is False:
+                log.info("upstream health probe answers again")
+            self._healthy = True
+            self._state.set_probed(version)
+        elif self._healthy is not False:
+            self._healthy = False
+            log.warning(
+                "upstream health probe %s %s; keeping version %s",
+                url,
+                problem,
+                self._state.probed_version or "unknown",
+            )
+
+    async def run(self) -> None:
+        """Probe forever; the first probe has already run when this starts."""
+        while True:
+            interval = self._state.snapshot.settings.upstream.probe_interval_seconds
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+            self._wake.clear()
+            await self.probe_once()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
