@@ -25,7 +25,7 @@ _COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="envelope-proxy",
-        description="Accept every NoETL event envelope shape; forward the one the upstream accepts.",
+        description="Accept every NoETL event envelope shape; forward what the upstream accepts.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMAND_MODULES:

@@ -73,9 +73,7 @@ def split_documents(data: bytes) -> list[tuple[int, bytes]]:
         if "trailing characters" not in str(exc) and data.strip().count(b"\n") == 0:
             return [(1, data)]
     return [
-        (number, line)
-        for number, line in enumerate(data.splitlines(), start=1)
-        if line.strip()
+        (number, line) for number, line in enumerate(data.splitlines(), start=1) if line.strip()
     ]
 
 

@@ -94,7 +94,7 @@ def _resolve(
             if raw is not None:
                 return raw, source.key
             continue
-        assert source.member is not None  # noqa: S101 - non-top-level sources name a member
+        assert source.member is not None
         raw = members.nested(source.key, source.member)
         if raw is None:
             continue
@@ -241,7 +241,7 @@ def _meta(value: bytes | str | None, original_status: str | None, attempts: int 
     if value is not None and (isinstance(value, str) or json_type(value) != "object"):
         return value  # a meta that is not an object is never touched
     existing = parse_object_value(value) if value is not None else {}
-    assert existing is not None  # noqa: S101 - checked to be an object above
+    assert existing is not None
     additions: dict[str, Any] = {}
     if attempts is not None and "attempts" not in existing:
         additions["attempts"] = attempts
@@ -292,7 +292,9 @@ def convert_batch(members_raw: RawObject, shape: Shape, target: Target, ctx: Con
         execution_id=str(execution_id.value),
         event_id=None,
         event_id_minted=False,
-        worker_id=_decode_str(worker_id) if worker_id and json_type(worker_id) == "string" else None,
+        worker_id=_decode_str(worker_id)
+        if worker_id and json_type(worker_id) == "string"
+        else None,
         batch_size=len(items),
     )
 

@@ -77,7 +77,7 @@ def _closest(members: RawObject, rules: Rules) -> UnknownShape:
         failures = _failures(shape, members)
         if best is None or len(failures) <= len(best[1]):
             best = (shape, failures)
-    assert best is not None  # noqa: S101 - rules always define shapes
+    assert best is not None
     shape, failures = best
     return UnknownShape(f"looks like {shape.name}: {'; '.join(failures)}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -84,18 +85,18 @@ class SnowflakeMinter:
     never repeat or decrease within a process.
     """
 
-    def __init__(self, machine_id: int, clock_ms: object = None) -> None:
+    def __init__(self, machine_id: int, clock_ms: Callable[[], int] | None = None) -> None:
         if not 0 <= machine_id <= MAX_MACHINE_ID:
             raise ValueError(f"machine_id must be within 0..{MAX_MACHINE_ID}, got {machine_id}")
         self._machine = machine_id
-        self._clock_ms = clock_ms if callable(clock_ms) else _now_ms
+        self._clock_ms = clock_ms or _now_ms
         self._lock = threading.Lock()
         self._last_ms = -1
         self._sequence = 0
 
     def next(self) -> int:
         with self._lock:
-            now = max(int(self._clock_ms()), self._last_ms)
+            now = max(self._clock_ms(), self._last_ms)
             if now == self._last_ms:
                 if self._sequence == _MAX_SEQUENCE:
                     now += 1
@@ -106,9 +107,11 @@ class SnowflakeMinter:
                 self._sequence = 0
             self._last_ms = now
             elapsed = now - SNOWFLAKE_EPOCH_MS
-            return (elapsed << (_MACHINE_BITS + _SEQUENCE_BITS)) | (
-                self._machine << _SEQUENCE_BITS
-            ) | self._sequence
+            return (
+                (elapsed << (_MACHINE_BITS + _SEQUENCE_BITS))
+                | (self._machine << _SEQUENCE_BITS)
+                | self._sequence
+            )
 
 
 def _now_ms() -> int:

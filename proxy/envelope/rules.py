@@ -276,7 +276,11 @@ def load_rules(directory: Path | str | None = None) -> Rules:
         if extra.name not in RULE_FILES:
             loader.problem(extra.name, (), f"unknown rules file (expected {', '.join(RULE_FILES)})")
     loader.raise_problems()
-    assert shapes and targets and versions and status and defaults  # noqa: S101 - no problems
+    assert shapes
+    assert targets
+    assert versions
+    assert status
+    assert defaults
     checker = _Checker(loader)
     compiled = Rules(
         directory=root,
@@ -466,7 +470,10 @@ class _Checker:
                     (*where, "forbidden"),
                     f"shape {shape_name!r} both requires and forbids {key!r}; it can never match",
                 )
-        for kind, groups in (("exactly_one", model.exactly_one), ("at_least_one", model.at_least_one)):
+        for kind, groups in (
+            ("exactly_one", model.exactly_one),
+            ("at_least_one", model.at_least_one),
+        ):
             for index, group in enumerate(groups):
                 if not group or all(key in forbidden for key in group):
                     self.loader.problem(
@@ -482,7 +489,7 @@ class _Checker:
                     )
 
     def fields(
-        self, file: str, where: tuple[Any, ...], fields: Mapping[str, list[str]]
+        self, file: str, where: tuple[Any, ...], fields: Mapping[CanonicalField, list[str]]
     ) -> dict[str, tuple[Source, ...]]:
         compiled: dict[str, tuple[Source, ...]] = {}
         for field, texts in fields.items():
@@ -528,7 +535,7 @@ class _Checker:
                 self.loader.problem("targets.yaml", ("targets",), f"target {name!r} is missing")
         for name, model in file.targets.items():
             where = ("targets", name, "keys")
-            fields = [key.field for key in model.keys]
+            fields: list[str] = [key.field for key in model.keys]
             keys = [key.key for key in model.keys]
             for field in CANONICAL_FIELDS:
                 if fields.count(field) != 1:
@@ -553,13 +560,11 @@ class _Checker:
                 summary=model.summary,
                 mint_event_id=model.mint_event_id,
                 keys=tuple(
-                    TargetKey(
-                        k.field, k.key, k.id, k.when_absent == "null", k.when_null == "omit"
-                    )
+                    TargetKey(k.field, k.key, k.id, k.when_absent == "null", k.when_null == "omit")
                     for k in model.keys
                 ),
                 batch_id=model.batch.execution_id,
-                item_keys=dict(model.batch.item_keys),
+                item_keys={str(field): key for field, key in model.batch.item_keys.items()},
             )
         return compiled
 
@@ -567,7 +572,7 @@ class _Checker:
         compiled: list[tuple[tuple[int, int, int], str]] = []
         for index, threshold in enumerate(file.thresholds):
             release = _parse_release(threshold.min)
-            assert release is not None  # noqa: S101 - validated by the model
+            assert release is not None
             if compiled and release >= compiled[-1][0]:
                 self.loader.problem(
                     "versions.yaml",
@@ -611,6 +616,5 @@ class _Checker:
         return table
 
 
-def _types(spec: str | list[str]) -> frozenset[str]:
+def _types(spec: TypeSpec) -> frozenset[str]:
     return frozenset([spec] if isinstance(spec, str) else spec)
-

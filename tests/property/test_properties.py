@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -19,16 +20,51 @@ settings.register_profile(
 )
 settings.load_profile("engine")
 
-KNOWN = {"execution_id", "event_type", "name", "step", "node_name", "status", "created_at",
-         "context", "payload", "event_id", "worker_id", "meta", "events", "actionable",
-         "informative", "result_kind", "result_uri", "event_ids", "node_id", "node_type",
-         "parent_event_id", "parent_execution_id", "catalog_id", "duration", "result", "error",
-         "stack_trace", "payload_data", "output_inline", "output_ref", "output_select", "preview"}
+KNOWN = {
+    "execution_id",
+    "event_type",
+    "name",
+    "step",
+    "node_name",
+    "status",
+    "created_at",
+    "context",
+    "payload",
+    "event_id",
+    "worker_id",
+    "meta",
+    "events",
+    "actionable",
+    "informative",
+    "result_kind",
+    "result_uri",
+    "event_ids",
+    "node_id",
+    "node_type",
+    "parent_event_id",
+    "parent_execution_id",
+    "catalog_id",
+    "duration",
+    "result",
+    "error",
+    "stack_trace",
+    "payload_data",
+    "output_inline",
+    "output_ref",
+    "output_select",
+    "preview",
+}
 
 ids = st.integers(I64_MIN, I64_MAX)
 json_values = st.recursive(
-    st.none() | st.booleans() | ids | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    st.none()
+    | st.booleans()
+    | ids
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=24)
@@ -40,10 +76,16 @@ extra_keys = st.dictionaries(
 @st.composite
 def timestamps(draw: st.DrawFn) -> str:
     digits = draw(st.sampled_from([0, 3, 6, 9]))
-    fraction = "." + "".join(draw(st.lists(st.sampled_from("0123456789"), min_size=digits, max_size=digits))) if digits else ""
+    fraction = (
+        "."
+        + "".join(draw(st.lists(st.sampled_from("0123456789"), min_size=digits, max_size=digits)))
+        if digits
+        else ""
+    )
     offset = draw(st.sampled_from(["Z", "+00:00", "+05:30", "-08:00", "+14:00"]))
     day = draw(st.integers(1, 28))
-    return f"2026-{draw(st.integers(1, 12)):02d}-{day:02d}T{draw(st.integers(0, 23)):02d}:59:59{fraction}{offset}"
+    month, hour = draw(st.integers(1, 12)), draw(st.integers(0, 23))
+    return f"2026-{month:02d}-{day:02d}T{hour:02d}:59:59{fraction}{offset}"
 
 
 statuses = st.sampled_from(["COMPLETED", "RUNNING", "success", "error", "REPLAYED", "Done"])
@@ -52,9 +94,14 @@ id_as_written = ids | ids.map(str)
 
 @st.composite
 def executor_events(draw: st.DrawFn) -> dict[str, Any]:
-    body: dict[str, Any] = {"execution_id": draw(ids), "event_type": draw(names), "step": draw(names),
-                            "status": draw(statuses), "created_at": draw(timestamps()),
-                            draw(st.sampled_from(["context", "payload"])): draw(json_values)}
+    body: dict[str, Any] = {
+        "execution_id": draw(ids),
+        "event_type": draw(names),
+        "step": draw(names),
+        "status": draw(statuses),
+        "created_at": draw(timestamps()),
+        draw(st.sampled_from(["context", "payload"])): draw(json_values),
+    }
     if draw(st.booleans()):
         body["event_id"] = draw(ids)
     if draw(st.booleans()):
@@ -66,11 +113,21 @@ def executor_events(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def event_requests(draw: st.DrawFn) -> dict[str, Any]:
-    body: dict[str, Any] = {"execution_id": draw(id_as_written), "step": draw(names),
-                            draw(st.sampled_from(["name", "event_type"])): draw(names)}
-    for key, strategy in (("payload", json_values), ("event_id", id_as_written), ("status", statuses),
-                          ("created_at", timestamps()), ("worker_id", names), ("meta", json_values),
-                          ("actionable", st.booleans()), ("result_kind", st.just("data"))):
+    body: dict[str, Any] = {
+        "execution_id": draw(id_as_written),
+        "step": draw(names),
+        draw(st.sampled_from(["name", "event_type"])): draw(names),
+    }
+    for key, strategy in (
+        ("payload", json_values),
+        ("event_id", id_as_written),
+        ("status", statuses),
+        ("created_at", timestamps()),
+        ("worker_id", names),
+        ("meta", json_values),
+        ("actionable", st.booleans()),
+        ("result_kind", st.just("data")),
+    ):
         if draw(st.booleans()):
             body[key] = draw(strategy)
     return body
@@ -78,8 +135,13 @@ def event_requests(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def emit_requests(draw: st.DrawFn) -> dict[str, Any]:
-    body: dict[str, Any] = {"execution_id": draw(id_as_written), draw(st.sampled_from(["name", "event_type"])): draw(names)}
-    body[draw(st.sampled_from(["node_id", "node_type", "error", "duration", "preview"]))] = draw(json_values)
+    body: dict[str, Any] = {
+        "execution_id": draw(id_as_written),
+        draw(st.sampled_from(["name", "event_type"])): draw(names),
+    }
+    body[draw(st.sampled_from(["node_id", "node_type", "error", "duration", "preview"]))] = draw(
+        json_values
+    )
     if draw(st.booleans()):
         body["node_name"] = draw(names)
     return body
@@ -87,16 +149,33 @@ def emit_requests(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def worker_events(draw: st.DrawFn) -> dict[str, Any]:
-    payload = draw(st.one_of(json_values, st.fixed_dictionaries(
-        {"command_id": st.builds(lambda e, s: f"{e}:{s}:1", ids, names.filter(lambda s: ":" not in s))},
-        optional={"step": names, "worker_id": names})))
+    payload = draw(
+        st.one_of(
+            json_values,
+            st.fixed_dictionaries(
+                {
+                    "command_id": st.builds(
+                        lambda e, s: f"{e}:{s}:1", ids, names.filter(lambda s: ":" not in s)
+                    )
+                },
+                optional={"step": names, "worker_id": names},
+            ),
+        )
+    )
     return {"event_type": draw(names), "execution_id": draw(ids), "payload": payload}
 
 
 @st.composite
 def batches(draw: st.DrawFn) -> dict[str, Any]:
-    items = draw(st.lists(st.fixed_dictionaries(
-        {"step": names, "name": names}, optional={"payload": json_values, "actionable": st.booleans()}), max_size=5))
+    items = draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {"step": names, "name": names},
+                optional={"payload": json_values, "actionable": st.booleans()},
+            ),
+            max_size=5,
+        )
+    )
     return {"execution_id": draw(ids.map(str)), "events": items, "worker_id": draw(names)}
 
 
@@ -105,7 +184,9 @@ def with_extras(strategy: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrateg
 
 
 # worker_event is a closed shape (exactly three keys), so it gets no unknown keys.
-open_shapes = with_extras(st.one_of(executor_events(), event_requests(), emit_requests(), batches()))
+open_shapes = with_extras(
+    st.one_of(executor_events(), event_requests(), emit_requests(), batches())
+)
 envelopes = st.one_of(open_shapes, worker_events())
 
 
@@ -149,10 +230,16 @@ def test_outputs_pass_the_strict_target_validator(body: dict[str, Any], target: 
 @given(ids, ids, st.sampled_from(TARGETS), st.booleans())
 @example(I64_MIN, I64_MAX, "executor_event", False)
 @example(I64_MAX, I64_MIN, "event_request", True)
-def test_ids_across_the_whole_range_stay_exact(execution_id: int, event_id: int, target: str, as_string: bool) -> None:
+def test_ids_across_the_whole_range_stay_exact(
+    execution_id: int, event_id: int, target: str, as_string: bool
+) -> None:
     """Ids anywhere in the signed 64-bit range, both ends included, come out exact."""
-    body = {"execution_id": str(execution_id) if as_string else execution_id, "step": "s", "name": "n",
-            "event_id": str(event_id) if as_string else event_id}
+    body = {
+        "execution_id": str(execution_id) if as_string else execution_id,
+        "step": "s",
+        "name": "n",
+        "event_id": str(event_id) if as_string else event_id,
+    }
     out = dict(ordered(ENGINE.convert(encode(body), target).body))
     cast = int if target == "executor_event" else str
     assert (out["execution_id"], out["event_id"]) == (cast(execution_id), cast(event_id))
@@ -178,9 +265,10 @@ def test_timestamps_survive_byte_for_byte(stamp: str, target: str) -> None:
 @example(b'{"execution_id": 1e999}')
 def test_random_bytes_raise_only_engine_errors(raw: bytes) -> None:
     """Whatever the bytes, the engine answers or raises its own error, nothing else."""
-    for call in (ENGINE.detect, lambda b: ENGINE.convert_event(b, "executor_event"),
-                 lambda b: ENGINE.convert_batch(b, "event_request")):
-        try:
+    for call in (
+        ENGINE.detect,
+        lambda b: ENGINE.convert_event(b, "executor_event"),
+        lambda b: ENGINE.convert_batch(b, "event_request"),
+    ):
+        with contextlib.suppress(EnvelopeError):
             call(raw)
-        except EnvelopeError:
-            pass

@@ -32,7 +32,11 @@ def canonical(**overrides: Any) -> dict[str, Any]:
 
 
 def legacy(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"execution_id": "478775660589088776", "step": "fetch", "name": "call.done"}
+    body: dict[str, Any] = {
+        "execution_id": "478775660589088776",
+        "step": "fetch",
+        "name": "call.done",
+    }
     body.update(overrides)
     return {k: v for k, v in body.items() if v is not ...}
 
@@ -72,11 +76,29 @@ def test_string_id_to_string_target_is_forwarded_as_written() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["+5", " 5", "5 ", "1e3", "0x10", "", "abc", 1.5, 1.0, True, False, None, [1], {"a": 1},
-     str(I64_MAX + 1), str(I64_MIN - 1), I64_MAX + 1, 2**64 - 1],
+    [
+        "+5",
+        " 5",
+        "5 ",
+        "1e3",
+        "0x10",
+        "",
+        "abc",
+        1.5,
+        1.0,
+        True,
+        False,
+        None,
+        [1],
+        {"a": 1},
+        str(I64_MAX + 1),
+        str(I64_MIN - 1),
+        I64_MAX + 1,
+        2**64 - 1,
+    ],
 )
 def test_invalid_execution_ids_are_refused_naming_the_field(value: Any) -> None:
-    """Floats, booleans, null, containers, signed/spaced/exponent strings and out-of-range ids fail."""
+    """Floats, booleans, null, containers, odd strings and out-of-range ids are refused."""
     error = refused(legacy(execution_id=value), "event_request")
     assert (error.code, error.field, error.http_status) == ("invalid_id", "execution_id", 422)
 
@@ -85,10 +107,14 @@ def test_integers_beyond_64_bits_are_refused_before_becoming_floats() -> None:
     """An id or a nested integer beyond 64 bits is refused, not silently turned into a float."""
     body = b'{"execution_id": 18446744073709551616, "step": "s", "name": "x"}'
     assert refused(body).code == "invalid_id"
-    nested = b'{"execution_id": 1, "step": "s", "name": "x", "payload": {"n": -99999999999999999999}}'
+    nested = (
+        b'{"execution_id": 1, "step": "s", "name": "x", "payload": {"n": -99999999999999999999}}'
+    )
     error = refused(nested)
     assert (error.code, error.field) == ("invalid_field_type", "payload")
-    in_string = b'{"execution_id": 1, "step": "s", "name": "x", "payload": {"n": "99999999999999999999"}}'
+    in_string = (
+        b'{"execution_id": 1, "step": "s", "name": "x", "payload": {"n": "99999999999999999999"}}'
+    )
     assert convert(in_string, "executor_event")["context"] == {"n": "99999999999999999999"}
 
 
@@ -128,8 +154,11 @@ def test_mint_mode_is_configurable(mode: Any, minted: bool) -> None:
 
 @pytest.mark.parametrize(
     ("extra", "pair"),
-    [({"payload": {}, "context": {}}, "context"), ({"event_type": "x"}, "event_type"),
-     ({"node_name": "s"}, "step")],
+    [
+        ({"payload": {}, "context": {}}, "context"),
+        ({"event_type": "x"}, "event_type"),
+        ({"node_name": "s"}, "step"),
+    ],
 )
 def test_alias_pairs_are_refused(extra: dict[str, Any], pair: str) -> None:
     """Both names of one field in one body is `conflicting_fields`; the proxy never guesses."""
@@ -139,25 +168,57 @@ def test_alias_pairs_are_refused(extra: dict[str, Any], pair: str) -> None:
 
 def test_canonical_target_key_order_and_pass_through() -> None:
     """Canonical keys come in contract order, then unknown keys unchanged in input order."""
-    body = legacy(zeta=1, worker_id="w", payload={"a": [1.50, 1e2]}, alpha={"n": None}, meta={"k": "v"})
+    body = legacy(
+        zeta=1, worker_id="w", payload={"a": [1.50, 1e2]}, alpha={"n": None}, meta={"k": "v"}
+    )
     out = convert(body, "executor_event")
-    assert list(out) == ["execution_id", "event_type", "step", "status", "created_at", "context",
-                         "event_id", "worker_id", "meta", "zeta", "alpha"]
-    assert "name" not in out and "payload" not in out
+    assert list(out) == [
+        "execution_id",
+        "event_type",
+        "step",
+        "status",
+        "created_at",
+        "context",
+        "event_id",
+        "worker_id",
+        "meta",
+        "zeta",
+        "alpha",
+    ]
+    assert "name" not in out
+    assert "payload" not in out
 
 
 def test_legacy_target_key_order() -> None:
-    """The legacy body writes execution_id, step, name, payload, meta, worker_id, event_id, status, created_at."""
-    out = convert(canonical(event_id=5, worker_id="w", meta={"attempts": 3}, extra=True), "event_request")
-    assert list(out) == ["execution_id", "step", "name", "payload", "meta", "worker_id", "event_id",
-                         "status", "created_at", "extra"]
-    assert "event_type" not in out and "context" not in out
+    """The legacy body writes its keys in the contract's order, then the unknown ones."""
+    out = convert(
+        canonical(event_id=5, worker_id="w", meta={"attempts": 3}, extra=True), "event_request"
+    )
+    assert list(out) == [
+        "execution_id",
+        "step",
+        "name",
+        "payload",
+        "meta",
+        "worker_id",
+        "event_id",
+        "status",
+        "created_at",
+        "extra",
+    ]
+    assert "event_type" not in out
+    assert "context" not in out
 
 
 def test_nested_numbers_keep_their_exact_text() -> None:
     """Values the target does not rename are copied byte for byte: `1e2` stays `1e2`."""
-    raw = b'{"execution_id": 1, "step": "s", "name": "x", "payload": {"a": 1e2, "b": 1.50, "c": "\\u00e9"}}'
-    assert b'{"a": 1e2, "b": 1.50, "c": "\\u00e9"}' in ENGINE.convert_event(raw, "executor_event").body
+    raw = (
+        b'{"execution_id": 1, "step": "s", "name": "x",'
+        b' "payload": {"a": 1e2, "b": 1.50, "c": "\\u00e9"}}'
+    )
+    assert (
+        b'{"a": 1e2, "b": 1.50, "c": "\\u00e9"}' in ENGINE.convert_event(raw, "executor_event").body
+    )
 
 
 def test_context_absent_is_null_for_canonical_and_omitted_for_legacy() -> None:
@@ -178,9 +239,16 @@ def test_null_and_primitive_context_are_kept() -> None:
 
 @pytest.mark.parametrize(
     ("event_type", "status"),
-    [("call.done", "COMPLETED"), ("step.exit", "COMPLETED"), ("playbook.completed", "COMPLETED"),
-     ("call.error", "FAILED"), ("command.failed", "FAILED"), ("command.started", "RUNNING"),
-     ("playbook.completed_with_errors", "COMPLETED"), ("Call.DONE", "RUNNING")],
+    [
+        ("call.done", "COMPLETED"),
+        ("step.exit", "COMPLETED"),
+        ("playbook.completed", "COMPLETED"),
+        ("call.error", "FAILED"),
+        ("command.failed", "FAILED"),
+        ("command.started", "RUNNING"),
+        ("playbook.completed_with_errors", "COMPLETED"),
+        ("Call.DONE", "RUNNING"),
+    ],
 )
 def test_absent_status_is_derived_from_the_event_type(event_type: str, status: str) -> None:
     """The Rust rule: done/exit/completed, then error/failed, else RUNNING (case-sensitive)."""
@@ -189,8 +257,16 @@ def test_absent_status_is_derived_from_the_event_type(event_type: str, status: s
 
 @pytest.mark.parametrize(
     ("given", "normalised"),
-    [("success", "COMPLETED"), ("OK", "COMPLETED"), ("Done", "COMPLETED"), ("failure", "FAILED"),
-     ("error", "ERROR"), ("timeout", "ERROR"), ("canceled", "CANCELLED"), ("cancelled", "CANCELLED")],
+    [
+        ("success", "COMPLETED"),
+        ("OK", "COMPLETED"),
+        ("Done", "COMPLETED"),
+        ("failure", "FAILED"),
+        ("error", "ERROR"),
+        ("timeout", "ERROR"),
+        ("canceled", "CANCELLED"),
+        ("cancelled", "CANCELLED"),
+    ],
 )
 def test_status_is_normalised_and_the_original_kept(given: str, normalised: str) -> None:
     """Normalised statuses keep the original in meta.original_status."""
@@ -203,7 +279,8 @@ def test_status_is_normalised_and_the_original_kept(given: str, normalised: str)
 def test_canonical_and_unknown_statuses_pass_unchanged(given: str) -> None:
     """A status already canonical, or not in the table, is not touched and adds no original."""
     out = convert(canonical(status=given), "executor_event")
-    assert out["status"] == given and "original_status" not in out["meta"]
+    assert out["status"] == given
+    assert "original_status" not in out["meta"]
 
 
 def test_status_normalisation_can_be_turned_off() -> None:
@@ -215,7 +292,10 @@ def test_status_normalisation_can_be_turned_off() -> None:
 def test_meta_attempts_is_added_only_where_missing() -> None:
     """attempts:1 is added to an absent meta or an object without it; never overwritten."""
     assert convert(canonical(), "executor_event")["meta"] == {"attempts": 1}
-    assert convert(canonical(meta={"emitter": "x"}), "executor_event")["meta"] == {"emitter": "x", "attempts": 1}
+    assert convert(canonical(meta={"emitter": "x"}), "executor_event")["meta"] == {
+        "emitter": "x",
+        "attempts": 1,
+    }
     assert convert(canonical(meta={"attempts": 4}), "executor_event")["meta"] == {"attempts": 4}
 
 
@@ -223,7 +303,8 @@ def test_meta_attempts_is_added_only_where_missing() -> None:
 def test_meta_that_is_not_an_object_is_never_touched(meta: Any) -> None:
     """A non-object meta gets neither attempts nor original_status."""
     out = convert(canonical(meta=meta, status="success"), "executor_event")
-    assert out["meta"] == meta and out["status"] == "COMPLETED"
+    assert out["meta"] == meta
+    assert out["status"] == "COMPLETED"
 
 
 def test_unchanged_meta_keeps_its_bytes() -> None:
@@ -237,9 +318,15 @@ def test_unchanged_meta_keeps_its_bytes() -> None:
 
 @pytest.mark.parametrize(
     "stamp",
-    ["2026-06-05T12:00:00Z", "2026-06-05T12:00:00.1Z", "2026-06-05T12:00:00.123Z",
-     "2026-06-05T12:00:00.123456+05:30", "2026-06-05T12:00:00.123456789-08:00",
-     "2016-12-31T23:59:60Z", "2024-02-29T00:00:00z"],
+    [
+        "2026-06-05T12:00:00Z",
+        "2026-06-05T12:00:00.1Z",
+        "2026-06-05T12:00:00.123Z",
+        "2026-06-05T12:00:00.123456+05:30",
+        "2026-06-05T12:00:00.123456789-08:00",
+        "2016-12-31T23:59:60Z",
+        "2024-02-29T00:00:00z",
+    ],
 )
 def test_valid_timestamps_are_forwarded_exactly(stamp: str) -> None:
     """RFC 3339 with an offset passes byte for byte, whatever its fractional digits."""
@@ -249,8 +336,16 @@ def test_valid_timestamps_are_forwarded_exactly(stamp: str) -> None:
 
 @pytest.mark.parametrize(
     "stamp",
-    ["2026-06-05T12:00:00", "2026-06-05 12:00:00Z", "2026-02-30T00:00:00Z", "2026-06-05T24:00:00Z",
-     "2026-06-05T12:00:00+5:30", "2026-06-05", "yesterday", "2026-06-05T12:00:00.Z"],
+    [
+        "2026-06-05T12:00:00",
+        "2026-06-05 12:00:00Z",
+        "2026-02-30T00:00:00Z",
+        "2026-06-05T24:00:00Z",
+        "2026-06-05T12:00:00+5:30",
+        "2026-06-05",
+        "yesterday",
+        "2026-06-05T12:00:00.Z",
+    ],
 )
 def test_invalid_timestamps_are_refused(stamp: str) -> None:
     """A timestamp without offset, or not a real RFC 3339 date-time, is `invalid_timestamp`."""
@@ -268,8 +363,13 @@ def test_absent_created_at_is_stamped_in_utc() -> None:
 
 def test_emit_request_is_detected_and_node_name_becomes_step() -> None:
     """A broker-field body is an emit_request; node_name feeds step; broker fields pass through."""
-    body = {"execution_id": "5", "event_type": "step_started", "node_name": "n1", "node_id": "9",
-            "duration": 1.5}
+    body = {
+        "execution_id": "5",
+        "event_type": "step_started",
+        "node_name": "n1",
+        "node_id": "9",
+        "duration": 1.5,
+    }
     raw = json.dumps(body).encode()
     assert ENGINE.detect(raw).shape == "emit_request"
     out = convert(raw, "executor_event")
@@ -285,10 +385,18 @@ def test_emit_request_without_node_name_gets_the_default_step() -> None:
 
 @pytest.mark.parametrize(
     ("body", "code", "status"),
-    [(b"", "invalid_json", 400), (b"{", "invalid_json", 400), (b'{"a":1} x', "invalid_json", 400),
-     (b"\xef\xbb\xbf{}", "invalid_json", 400), (b'{"a":"\xff"}', "invalid_json", 400),
-     (b'{"a":NaN}', "invalid_json", 400), (b"[1]", "not_an_object", 422),
-     (b'"s"', "not_an_object", 422), (b"null", "not_an_object", 422), (b"{}", "unknown_shape", 422)],
+    [
+        (b"", "invalid_json", 400),
+        (b"{", "invalid_json", 400),
+        (b'{"a":1} x', "invalid_json", 400),
+        (b"\xef\xbb\xbf{}", "invalid_json", 400),
+        (b'{"a":"\xff"}', "invalid_json", 400),
+        (b'{"a":NaN}', "invalid_json", 400),
+        (b"[1]", "not_an_object", 422),
+        (b'"s"', "not_an_object", 422),
+        (b"null", "not_an_object", 422),
+        (b"{}", "unknown_shape", 422),
+    ],
 )
 def test_bad_bodies_get_stable_codes(body: bytes, code: str, status: int) -> None:
     """Malformed or non-object bodies get their code and HTTP status."""
@@ -314,7 +422,10 @@ def test_nesting_up_to_the_limit_is_accepted(depth: int) -> None:
     """Bodies nested up to the configured depth convert."""
     nested = b"[" * (depth - 1) + b"]" * (depth - 1)
     raw = b'{"execution_id":1,"step":"s","name":"x","payload":' + nested + b"}"
-    assert ENGINE.convert_event(raw, "event_request").body.endswith(nested + b',"meta":{"attempts":1},"status":"RUNNING","created_at":"2026-06-05T12:00:00.123456Z"}')
+    assert ENGINE.convert_event(raw, "event_request").body.endswith(
+        nested
+        + b',"meta":{"attempts":1},"status":"RUNNING","created_at":"2026-06-05T12:00:00.123456Z"}'
+    )
 
 
 @pytest.mark.parametrize("depth", [65, 1024, 100_000])
@@ -334,7 +445,8 @@ def test_brackets_inside_strings_do_not_count_as_depth() -> None:
 def test_batch_body_on_the_event_endpoint_is_refused() -> None:
     """A batch sent to /api/events is refused and pointed at /api/events/batch."""
     error = refused({"execution_id": "1", "events": []})
-    assert error.code == "unknown_shape" and "/api/events/batch" in error.message
+    assert error.code == "unknown_shape"
+    assert "/api/events/batch" in error.message
 
 
 # --- batch ---------------------------------------------------------------------------------
@@ -346,15 +458,23 @@ def batch(events: list[Any], **extra: Any) -> bytes:
 
 def test_batch_items_get_the_target_aliases() -> None:
     """Items are renamed per target and keep their other keys; execution_id gets the target type."""
-    raw = batch([{"node_name": "s", "name": "a", "context": {"x": 1}, "actionable": False}],
-                worker_id="w", catalog_id=3)
+    raw = batch(
+        [{"node_name": "s", "name": "a", "context": {"x": 1}, "actionable": False}],
+        worker_id="w",
+        catalog_id=3,
+    )
     canonical_out = json.loads(ENGINE.convert_batch(raw, "executor_event").body)
-    assert canonical_out == {"execution_id": 478775660589088776, "events": [
-        {"step": "s", "event_type": "a", "context": {"x": 1}, "actionable": False}],
-        "worker_id": "w", "catalog_id": 3}
+    assert canonical_out == {
+        "execution_id": 478775660589088776,
+        "events": [{"step": "s", "event_type": "a", "context": {"x": 1}, "actionable": False}],
+        "worker_id": "w",
+        "catalog_id": 3,
+    }
     legacy_out = json.loads(ENGINE.convert_batch(raw, "event_request").body)
     assert legacy_out["execution_id"] == "478775660589088776"
-    assert legacy_out["events"] == [{"step": "s", "name": "a", "payload": {"x": 1}, "actionable": False}]
+    assert legacy_out["events"] == [
+        {"step": "s", "name": "a", "payload": {"x": 1}, "actionable": False}
+    ]
 
 
 def test_batch_over_the_cap_is_refused() -> None:
@@ -363,11 +483,20 @@ def test_batch_over_the_cap_is_refused() -> None:
     with pytest.raises(EnvelopeError) as caught:
         engine.convert_batch(batch([{"step": "s", "name": "a"}] * 3), "event_request")
     assert (caught.value.code, caught.value.http_status) == ("batch_too_large", 413)
-    assert engine.convert_batch(batch([{"step": "s", "name": "a"}] * 2), "event_request").batch_size == 2
+    assert (
+        engine.convert_batch(batch([{"step": "s", "name": "a"}] * 2), "event_request").batch_size
+        == 2
+    )
 
 
 @pytest.mark.parametrize(
-    "bad", [{"name": "a"}, {"step": "s", "name": "a", "event_type": "b"}, "text", {"step": 1, "name": "a"}]
+    "bad",
+    [
+        {"name": "a"},
+        {"step": "s", "name": "a", "event_type": "b"},
+        "text",
+        {"step": 1, "name": "a"},
+    ],
 )
 def test_one_bad_item_refuses_the_whole_batch(bad: Any) -> None:
     """An invalid item rejects the batch, naming its index; nothing is converted half."""

@@ -1,4 +1,4 @@
-"""Rules are data: the loader validates them (file and line in every error) and they drive the engine."""
+"""Rules are data: the loader validates them (file and line in errors); they drive the engine."""
 
 from __future__ import annotations
 
@@ -38,7 +38,12 @@ def test_default_rules_load_and_map_versions() -> None:
     """The built-in rules load; 2.19.1 and later get the canonical target, the rest legacy."""
     rules = load_rules()
     assert [shape.name for shape in rules.shapes] == [
-        "executor_event", "worker_event", "emit_request", "event_request", "batch"]
+        "executor_event",
+        "worker_event",
+        "emit_request",
+        "event_request",
+        "batch",
+    ]
     assert rules.target_for_version("3.83.1") == "executor_event"
     assert rules.target_for_version("2.19.1") == "executor_event"
     assert rules.target_for_version("2.19.0") == "event_request"
@@ -50,7 +55,11 @@ def test_default_rules_load_and_map_versions() -> None:
 
 def test_unknown_key_names_file_and_line(rules_dir: Path) -> None:
     """A misspelt key is an error at its own line."""
-    edit(rules_dir / "shapes.yaml", "    forbidden: [name, node_name,", "    forbiden: [name, node_name,")
+    edit(
+        rules_dir / "shapes.yaml",
+        "    forbidden: [name, node_name,",
+        "    forbiden: [name, node_name,",
+    )
     [problem] = problems_of(rules_dir)
     line = line_of(rules_dir / "shapes.yaml", "forbiden")
     assert problem.startswith(f"{rules_dir / 'shapes.yaml'}:{line}: ")
@@ -59,7 +68,11 @@ def test_unknown_key_names_file_and_line(rules_dir: Path) -> None:
 
 def test_unknown_shape_in_order_is_an_error(rules_dir: Path) -> None:
     """The detection order may only name defined shapes."""
-    edit(rules_dir / "shapes.yaml", "order: [executor_event,", "order: [executr_event, executor_event,")
+    edit(
+        rules_dir / "shapes.yaml",
+        "order: [executor_event,",
+        "order: [executr_event, executor_event,",
+    )
     assert any("unknown shape 'executr_event'" in p for p in problems_of(rules_dir))
 
 
@@ -74,30 +87,41 @@ def test_unknown_target_name_is_an_error(rules_dir: Path) -> None:
 def test_shadowed_threshold_can_never_apply(rules_dir: Path) -> None:
     """Thresholds out of order leave one that can never apply: an error."""
     (rules_dir / "versions.yaml").write_text(
-        "thresholds:\n  - {min: \"1.0.0\", target: event_request}\n"
-        "  - {min: \"2.19.1\", target: executor_event}\nfallback: event_request\n"
+        'thresholds:\n  - {min: "1.0.0", target: event_request}\n'
+        '  - {min: "2.19.1", target: executor_event}\nfallback: event_request\n'
     )
     [problem] = problems_of(rules_dir)
-    assert "versions.yaml:3:" in problem and "can never apply" in problem
+    assert "versions.yaml:3:" in problem
+    assert "can never apply" in problem
 
 
 def test_shape_missing_from_order_can_never_be_detected(rules_dir: Path) -> None:
     """A defined shape left out of the order is a dead rule."""
-    edit(rules_dir / "shapes.yaml", "order: [executor_event, worker_event,", "order: [executor_event,")
+    edit(
+        rules_dir / "shapes.yaml",
+        "order: [executor_event, worker_event,",
+        "order: [executor_event,",
+    )
     assert any("'worker_event' is not in `order`" in p for p in problems_of(rules_dir))
 
 
 def test_required_and_forbidden_key_can_never_match(rules_dir: Path) -> None:
     """A shape that requires a key it forbids is refused."""
-    edit(rules_dir / "shapes.yaml", "forbidden: [step, node_name, name, event_type]",
-         "forbidden: [events, step]")
+    edit(
+        rules_dir / "shapes.yaml",
+        "forbidden: [step, node_name, name, event_type]",
+        "forbidden: [events, step]",
+    )
     assert any("both requires and forbids 'events'" in p for p in problems_of(rules_dir))
 
 
 def test_dead_status_rules_are_errors(rules_dir: Path) -> None:
     """A derive rule always caught earlier, or a status mapped twice, can never apply."""
-    edit(rules_dir / "status.yaml", "- {contains: [error, failed], status: FAILED}",
-         "- {contains: [error, failed], status: FAILED}\n    - {contains: [call.done], status: X}")
+    edit(
+        rules_dir / "status.yaml",
+        "- {contains: [error, failed], status: FAILED}",
+        "- {contains: [error, failed], status: FAILED}\n    - {contains: [call.done], status: X}",
+    )
     edit(rules_dir / "status.yaml", "ERROR: [error, timeout]", "ERROR: [error, timeout, Success]")
     problems = problems_of(rules_dir)
     assert any("derive rule ['call.done'] can never apply" in p for p in problems)
@@ -108,7 +132,10 @@ def test_duplicate_yaml_key_is_an_error(rules_dir: Path) -> None:
     """YAML's silent last-wins on duplicate keys is caught."""
     edit(rules_dir / "defaults.yaml", "mint: auto", "mint: auto\nmint: never")
     [problem] = problems_of(rules_dir)
-    assert f"defaults.yaml:{line_of(rules_dir / 'defaults.yaml', 'mint: never')}: duplicate key 'mint'" in problem
+    assert (
+        f"defaults.yaml:{line_of(rules_dir / 'defaults.yaml', 'mint: never')}: duplicate key 'mint'"
+        in problem
+    )
 
 
 def test_wrong_types_and_missing_files_are_errors(rules_dir: Path) -> None:
@@ -141,7 +168,9 @@ FIFTH_SHAPE = """
 
 def test_a_fifth_shape_can_be_added_without_code(rules_dir: Path) -> None:
     """An operator adds a shape in a rules directory; the engine detects and converts it."""
-    edit(rules_dir / "shapes.yaml", "order: [executor_event,", "order: [gateway_v0, executor_event,")
+    edit(
+        rules_dir / "shapes.yaml", "order: [executor_event,", "order: [gateway_v0, executor_event,"
+    )
     (rules_dir / "shapes.yaml").write_text((rules_dir / "shapes.yaml").read_text() + FIFTH_SHAPE)
     engine = Engine(load_rules(rules_dir))
     body = b'{"exec": 478775660589088776, "kind": "step.exit", "stage": "s1", "data": {"k": [1]}}'
@@ -150,6 +179,11 @@ def test_a_fifth_shape_can_be_added_without_code(rules_dir: Path) -> None:
     out = json.loads(conversion.body)
     assert conversion.shape == "gateway_v0"
     assert out["execution_id"] == "478775660589088776"
-    assert (out["name"], out["step"], out["payload"], out["status"]) == ("step.exit", "s1", {"k": [1]}, "COMPLETED")
+    assert (out["name"], out["step"], out["payload"], out["status"]) == (
+        "step.exit",
+        "s1",
+        {"k": [1]},
+        "COMPLETED",
+    )
     assert not {"exec", "kind", "stage", "data"} & set(out)
     engine.validate_target("event_request", conversion.body)

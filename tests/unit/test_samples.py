@@ -83,7 +83,7 @@ def test_table_covers_every_request_sample() -> None:
 
 @pytest.mark.parametrize(("name", "shape", "error"), [pytest.param(*s, id=s[0]) for s in SAMPLES])
 def test_sample_detects_and_converts(name: str, shape: str | None, error: str | None) -> None:
-    """A sample is detected as its shape and converts to both targets, or is refused with its code."""
+    """A sample is detected as its shape and converts to both targets, or is refused by code."""
     body = sample_bytes(name)
     if shape is None:
         with pytest.raises(EnvelopeError) as refused:
@@ -103,7 +103,9 @@ def test_sample_detects_and_converts(name: str, shape: str | None, error: str | 
         _check_values_kept(_loads(body), _loads(conversion.body), target, is_batch)
 
 
-def _check_values_kept(source: dict[str, Any], out: dict[str, Any], target: str, batch: bool) -> None:
+def _check_values_kept(
+    source: dict[str, Any], out: dict[str, Any], target: str, batch: bool
+) -> None:
     """Ids stay exact, and values the target does not rename arrive unchanged."""
     execution_id = source["execution_id"]
     if target == "executor_event":
@@ -121,10 +123,24 @@ def _check_values_kept(source: dict[str, Any], out: dict[str, Any], target: str,
             else:
                 assert out[context_key] == source[alias]
     if source.get("event_id") is not None:
-        expected = int(source["event_id"]) if target == "executor_event" else str(source["event_id"])
+        expected = (
+            int(source["event_id"]) if target == "executor_event" else str(source["event_id"])
+        )
         assert out["event_id"] == expected
-    renamed = {"execution_id", "event_type", "name", "step", "node_name", "status", "created_at",
-               "context", "payload", "event_id", "worker_id", "meta"}
+    renamed = {
+        "execution_id",
+        "event_type",
+        "name",
+        "step",
+        "node_name",
+        "status",
+        "created_at",
+        "context",
+        "payload",
+        "event_id",
+        "worker_id",
+        "meta",
+    }
     for key, value in source.items():
         if key not in renamed:
             assert out[key] == value, key
@@ -142,14 +158,18 @@ def test_worker_event_step_comes_from_command_id() -> None:
 
 def test_worker_event_step_and_worker_from_payload() -> None:
     """payload.step and payload.worker_id feed step and worker_id; the payload stays whole."""
-    out = _loads(ENGINE.convert(sample_bytes("worker_event__command_started"), "event_request").body)
+    out = _loads(
+        ENGINE.convert(sample_bytes("worker_event__command_started"), "event_request").body
+    )
     assert (out["step"], out["worker_id"]) == ("fetch", "worker-rust-pool-0")
     assert out["payload"]["worker_id"] == "worker-rust-pool-0"
 
 
 def test_worker_event_without_step_sources_gets_the_default_step() -> None:
     """A command_id that is not `<execution>:<step>:<n>` leaves the default step of the rules."""
-    out = _loads(ENGINE.convert(sample_bytes("worker_event__command_started_test"), "event_request").body)
+    out = _loads(
+        ENGINE.convert(sample_bytes("worker_event__command_started_test"), "event_request").body
+    )
     assert out["step"] == ENGINE.rules.defaults.step
 
 
