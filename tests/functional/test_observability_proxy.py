@@ -1,0 +1,344 @@
+"""Observability through the real proxy: spans found by event id, metrics and the sunset ledger.
+
+Real traffic goes client -> proxy (`create_app` with the observability extension) -> a
+loopback upstream; spans are read from a real OTLP/HTTP receiver, metrics by scraping the
+admin `/metrics`, the ledger from admin `/clients`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from proxy.cli import main
+from proxy.config import Settings
+from proxy.observability import ObservabilityExtension, build_extension
+from proxy.server.admin import create_admin_app
+from proxy.server.app import SERVER_KWARGS, create_app
+from proxy.server.keys import STATE
+from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.samples import sample_bytes
+
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN = "00f067aa0ba902b7"
+SECRET = "do-not-record-me"
+EMIT_REQUEST = (
+    b'{"execution_id": "478775660589088776", "event_type": "step.enter",'
+    b' "node_name": "fetch", "node_type": "python", "catalog_id": "478775660589088001"}'
+)
+OTEL_VARS = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_SDK_DISABLED",
+)
+
+
+@dataclass
+class Upstream:
+    """A loopback stand-in for a Rust control plane 2.19.1: health, events, batches."""
+
+    server: TestServer | None = None
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    next_id: int = 612_000_000_000_000_000
+    answer_status: int = 200
+
+    def mint(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    async def health(self, request: web.Request) -> web.Response:
+        body = {"status": "ok", "database": "ok", "nats": "ok", "uptime_seconds": 5}
+        return web.json_response({**body, "version": "2.19.1"})
+
+    async def event(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.requests.append((dict(request.headers), body))
+        if self.answer_status != 200:
+            return web.json_response(
+                {"error": "refused", "status": "error"}, status=self.answer_status
+            )
+        return web.json_response({"status": "ok", "event_id": self.mint(), "commands_generated": 0})
+
+    async def batch(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.requests.append((dict(request.headers), body))
+        ids = [self.mint() for _ in orjson.loads(body)["events"]]
+        return web.json_response({"status": "ok", "event_ids": ids})
+
+
+@dataclass
+class Stack:
+    proxy: TestServer
+    admin: TestServer
+    upstream: Upstream
+    ext: ObservabilityExtension
+
+    async def post(
+        self,
+        sample: str | bytes,
+        client: str | None = None,
+        path: str = "/api/events",
+        **headers: str,
+    ) -> tuple[int, dict[str, Any]]:
+        body = sample if isinstance(sample, bytes) else sample_bytes(sample)
+        sent = {"Content-Type": "application/json", **headers}
+        if client is not None:
+            sent["X-NoETL-Client"] = client
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.proxy.make_url(path), data=body, headers=sent) as response,
+        ):
+            return response.status, orjson.loads(await response.read())
+
+    async def admin_get(self, path: str) -> bytes:
+        async with aiohttp.ClientSession() as session, session.get(self.admin.make_url(path)) as r:
+            assert r.status == 200
+            return await r.read()
+
+    async def metrics(self) -> dict[str, list[Any]]:
+        text = (await self.admin_get("/metrics")).decode()
+        found: dict[str, list[Any]] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                found.setdefault(sample.name, []).append(sample)
+        return found
+
+    async def spans(self, receiver: OtlpReceiver, count: int) -> list[ReceivedSpan]:
+        assert self.ext.tracer_provider is not None
+        await asyncio.to_thread(self.ext.tracer_provider.force_flush, 10_000)
+        return await receiver.wait_for(lambda s: len(s) >= count)
+
+
+@pytest.fixture(autouse=True)
+def clean_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in OTEL_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as rx:
+        yield rx
+
+
+async def start_stack(aiohttp_server: Any, config: dict[str, Any]) -> Stack:
+    upstream = Upstream()
+    up_app = web.Application()
+    up_app.router.add_get("/api/health", upstream.health)
+    up_app.router.add_post("/api/events", upstream.event)
+    up_app.router.add_post("/api/events/batch", upstream.batch)
+    upstream.server = await aiohttp_server(up_app)
+    settings = Settings.model_validate(
+        {"upstream": {"url": str(upstream.server.make_url("/")).rstrip("/")}, **config}
+    )
+    holder: list[web.Application] = []
+    ext = build_extension(settings, engine_provider=lambda: holder[0][STATE].snapshot.engine)
+    app = create_app(settings, extensions=[ext])
+    holder.append(app)
+    proxy = await aiohttp_server(app, **SERVER_KWARGS)
+    admin = await aiohttp_server(create_admin_app(app))
+    return Stack(proxy, admin, upstream, ext)
+
+
+@pytest.fixture
+async def traced(receiver: OtlpReceiver, aiohttp_server: Any) -> Stack:
+    return await start_stack(
+        aiohttp_server, {"tracing": {"otlp_endpoint": receiver.endpoint}, "shadow": True}
+    )
+
+
+def server_span(receiver: OtlpReceiver, event_id: str) -> ReceivedSpan:
+    (span,) = [s for s in receiver.with_attribute("noetl.event_id", event_id) if s.kind == "SERVER"]
+    return span
+
+
+@pytest.mark.parametrize(
+    ("sample", "shape"),
+    [
+        pytest.param(
+            "executor_event__call_done_inline_result", "executor_event", id="executor_event"
+        ),
+        pytest.param("rust_event_request__v1_legacy_full", "event_request", id="event_request"),
+        pytest.param("worker_event__call_done", "worker_event", id="worker_event"),
+        pytest.param(EMIT_REQUEST, "emit_request", id="emit_request"),
+    ],
+)
+async def test_each_event_has_a_server_span_found_by_its_event_id(
+    traced: Stack, receiver: OtlpReceiver, sample: str | bytes, shape: str
+) -> None:
+    """The stored event id keys the span, which carries shape, target, client and version."""
+    status, answer = await traced.post(sample, client="svc-a")
+    assert status == 200
+    await traced.spans(receiver, 2)
+    span = server_span(receiver, str(answer["event_id"]))
+    assert span.name == "POST /api/events"
+    assert span.attributes["http.route"] == "/api/events"
+    assert span.attributes["noetl.envelope.shape"] == shape
+    assert span.attributes["noetl.envelope.target"] == "executor_event"
+    assert span.attributes["noetl.client"] == "svc-a"
+    assert span.attributes["noetl.upstream.version"] == "2.19.1"
+    assert isinstance(span.attributes["noetl.execution_id"], str)
+    assert span.status == "UNSET"
+    forwarded = orjson.loads(traced.upstream.requests[-1][1])
+    assert span.attributes["noetl.execution_id"] == str(forwarded["execution_id"])
+    if "event_id" in forwarded:
+        assert span.attributes["noetl.request_event_id"] == str(forwarded["event_id"])
+
+
+async def test_upstream_traceparent_continues_the_trace_through_the_client_span(
+    traced: Stack, receiver: OtlpReceiver
+) -> None:
+    """The upstream sees the caller's trace with the proxy's client span as parent."""
+    status, answer = await traced.post(
+        "executor_event__call_done_inline_result",
+        traceparent=f"00-{CALLER_TRACE}-{CALLER_SPAN}-01",
+    )
+    assert status == 200
+    spans = await traced.spans(receiver, 2)
+    server = server_span(receiver, str(answer["event_id"]))
+    (client,) = [s for s in spans if s.kind == "CLIENT" and s.parent_span_id == server.span_id]
+    assert server.trace_id == client.trace_id == CALLER_TRACE
+    assert server.parent_span_id == CALLER_SPAN
+    headers, _ = traced.upstream.requests[-1]
+    _, trace_id, parent_id, _ = headers["traceparent"].split("-")
+    assert trace_id == CALLER_TRACE
+    assert parent_id == client.span_id
+
+
+async def test_batch_span_lists_size_and_stored_ids(traced: Stack, receiver: OtlpReceiver) -> None:
+    """A batch span carries noetl.batch.size and every stored id as strings."""
+    status, answer = await traced.post(
+        "python_batch_event_request__py_worker", path="/api/events/batch", client="py"
+    )
+    assert status == 200
+    await traced.spans(receiver, 2)
+    ids = [str(i) for i in answer["event_ids"]]
+    span = server_span(receiver, ids[0])
+    assert span.name == "POST /api/events/batch"
+    assert span.attributes["noetl.batch.size"] == len(ids)
+    assert span.attributes["noetl.batch.event_ids"] == ids
+    assert span.attributes["noetl.envelope.shape"] == "batch"
+
+
+async def test_rejections_and_upstream_failures_mark_the_span_as_error(
+    traced: Stack, receiver: OtlpReceiver
+) -> None:
+    """A refused body and an upstream 409 both end as ERROR spans with a code."""
+    status, _ = await traced.post(b'{"hello": "world"}', client="bad")
+    assert status == 422
+    traced.upstream.answer_status = 409
+    status, _ = await traced.post("rust_event_request__v1_legacy_full", client="dup")
+    assert status == 409
+    spans = await traced.spans(receiver, 3)
+    rejected = [s for s in spans if s.attributes.get("noetl.client") == "bad"]
+    assert [(s.status, s.attributes["noetl.error.code"]) for s in rejected] == [
+        ("ERROR", "unknown_shape")
+    ]
+    (refused,) = [s for s in spans if s.attributes.get("noetl.client") == "dup"]
+    assert refused.status == "ERROR"
+    assert refused.attributes["noetl.outcome"] == "upstream_rejected"
+    assert refused.attributes["noetl.upstream.status_code"] == 409
+    metrics = await traced.metrics()
+    outcomes = {
+        (s.labels["client"], s.labels["outcome"]): s.value
+        for s in metrics["envelope_proxy_events_total"]
+    }
+    assert outcomes == {("bad", "rejected"): 1, ("dup", "upstream_rejected"): 1}
+
+
+async def test_payloads_and_meta_never_reach_spans(traced: Stack, receiver: OtlpReceiver) -> None:
+    """Secrets in payload, meta and Authorization appear in no span attribute."""
+    body = orjson.dumps(
+        {
+            "execution_id": 612345678901234567,
+            "event_type": "call.done",
+            "step": "fetch",
+            "status": "COMPLETED",
+            "created_at": "2026-01-01T00:00:00Z",
+            "context": {"token": SECRET},
+            "meta": {"password": SECRET},
+        }
+    )
+    status, _ = await traced.post(body, client="svc", Authorization=f"Bearer {SECRET}")
+    assert status == 200
+    spans = await traced.spans(receiver, 2)
+    for span in spans:
+        assert SECRET not in repr(span.attributes)
+
+
+async def test_metrics_after_real_traffic(traced: Stack) -> None:
+    """events_total, last_seen, durations, target_info, in-flight and shadow after real requests."""
+    for _ in range(3):
+        assert (await traced.post("executor_event__call_done_inline_result", client="new"))[
+            0
+        ] == 200
+    assert (await traced.post("rust_event_request__v1_legacy_full", client="old"))[0] == 200
+    metrics = await traced.metrics()
+    events = {
+        (s.labels["client"], s.labels["shape"], s.labels["target"], s.labels["outcome"]): s.value
+        for s in metrics["envelope_proxy_events_total"]
+    }
+    assert events == {
+        ("new", "executor_event", "executor_event", "forwarded"): 3,
+        ("old", "event_request", "executor_event", "forwarded"): 1,
+    }
+    seen = {
+        s.labels["client"] for s in metrics["envelope_proxy_client_last_seen_timestamp_seconds"]
+    }
+    assert seen == {"new", "old"}
+    (count,) = metrics["envelope_proxy_upstream_request_duration_seconds_count"]
+    assert count.value == 4
+    (info,) = metrics["envelope_proxy_upstream_target_info"]
+    assert info.labels == {"target": "executor_event", "version": "2.19.1"}
+    (inflight,) = metrics["envelope_proxy_inflight_requests"]
+    assert inflight.value == 0
+    shadow = {
+        (s.labels["client"], s.labels["target"], s.labels["result"]): s.value
+        for s in metrics["envelope_proxy_shadow_total"]
+    }
+    assert shadow == {("new", "event_request", "ok"): 3, ("old", "event_request", "ok"): 1}
+
+
+async def test_clients_ledger_and_command_after_real_traffic(
+    traced: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/clients names the legacy producer as the blocker; the command prints it first."""
+    assert (await traced.post("executor_event__call_done_inline_result", client="new"))[0] == 200
+    assert (await traced.post("worker_event__call_done", client="old-rust"))[0] == 200
+    report = orjson.loads(await traced.admin_get("/clients"))
+    assert report["ready_to_sunset_v1"] is False
+    assert report["blocking_clients"] == ["old-rust"]
+    assert report["clients"][0]["shapes"]["worker_event"]["count"] == 1
+    admin_url = str(traced.admin.make_url("/")).rstrip("/")
+    assert await asyncio.to_thread(main, ["clients", "--admin", admin_url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("old-rust")
+    assert lines[-1].startswith("verdict: NOT ready to sunset v1: 1 client")
+
+
+async def test_without_tracing_no_middleware_and_the_header_passes_untouched(
+    aiohttp_server: Any, receiver: OtlpReceiver
+) -> None:
+    """Tracing off installs nothing: the upstream gets the caller's traceparent as sent."""
+    stack = await start_stack(aiohttp_server, {})
+    assert stack.ext.tracer_provider is None
+    assert stack.ext.server_middlewares() == ()
+    traceparent = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+    status, _ = await stack.post("executor_event__call_done_inline_result", traceparent=traceparent)
+    assert status == 200
+    headers, _ = stack.upstream.requests[-1]
+    assert headers["traceparent"] == traceparent
+    assert receiver.spans == []
