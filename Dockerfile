@@ -38,6 +38,7 @@ RUN python -m venv "${VENV}" \
 # (mounted as emptyDir in Kubernetes) are written.
 # ---------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
+ARG PYTHON_IMAGE
 ARG VENV=/opt/envelope-proxy
 ARG VERSION=0.1.0
 ARG REVISION=unknown

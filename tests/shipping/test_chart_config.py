@@ -1,0 +1,183 @@
+"""The config.yaml the chart renders, and how config changes reach running pods.
+
+Every rendered config.yaml is loaded with the proxy's own settings loader, so the chart can
+never ship a file the proxy refuses. The version toggle must reach the file without
+touching the pod template (the in-process reload applies it); settings the proxy reads only
+at start must change the pod template (a rollout applies them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.shipping.chart import (
+    HOST_EXAMPLE,
+    REPO,
+    config_yaml,
+    find,
+    load_yaml,
+    merge_values,
+    render,
+)
+
+STANDALONE: dict[str, Any] = {"mode": "standalone", "upstream": {"url": "http://noetl:8082"}}
+RESTART_KEY = "checksum/envelope-proxy-restart"
+CONFIG_KEY = "checksum/envelope-proxy-config"
+
+# One values change per setting the proxy reads only at start (proxy.config.RESTART_ONLY).
+RESTART_ONLY_VALUES: dict[str, dict[str, Any]] = {
+    "listen": {"ports": {"proxy": 8081}},
+    "admin_listen": {"ports": {"admin": 9091}},
+    "workers": {"config": {"file": {"workers": 2}}},
+    "upstream.pool_size": {"config": {"file": {"upstream": {"pool_size": 50}}}},
+    "clients": {"config": {"file": {"clients": {"max_clients": 100}}}},
+    "tracing": {"tracing": {"serviceName": "noetl-proxy"}},
+    "shadow": {"shadow": True},
+}
+# Settings the live reload applies: changing them must not roll the pods by itself.
+RELOADABLE_VALUES: dict[str, dict[str, Any]] = {
+    "upstream.version": {"upstream": {"version": "v2"}},
+    "upstream.url": {"upstream": {"url": "http://noetl-v2:8082"}},
+    "upstream.timeout_seconds": {"config": {"file": {"upstream": {"timeout_seconds": 10}}}},
+    "limits": {"config": {"file": {"limits": {"max_inflight": 64}}}},
+    "rules": {"rules": {"existingConfigMap": "noetl-envelope-rules"}},
+}
+
+
+def load_settings_from(config: dict[str, Any], directory: Path) -> Any:
+    """The proxy's Settings for a rendered config.yaml (no ENVELOPE_PROXY_* from this shell)."""
+    import yaml
+
+    proxy_config = pytest.importorskip("proxy.config")
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return proxy_config.load_settings(path, environ={})
+
+
+def pod_annotations(values: dict[str, Any]) -> dict[str, str]:
+    deployment = find(render(values), "Deployment")
+    annotations: dict[str, str] = deployment["spec"]["template"]["metadata"].get("annotations", {})
+    return annotations
+
+
+def pod_template(values: dict[str, Any]) -> dict[str, Any]:
+    template: dict[str, Any] = find(render(values), "Deployment")["spec"]["template"]
+    return template
+
+
+@pytest.mark.parametrize("version", ["auto", "v1", "v2", "2.19.1", "2.9.0"])
+def test_version_toggle_reaches_config_and_the_proxy_accepts_it(
+    version: str, tmp_path: Path, host_chart: Path
+) -> None:
+    """upstream.version in the host chart's values is the version in the rendered config."""
+    values = merge_values(
+        load_yaml(HOST_EXAMPLE / "values.yaml"),
+        {"envelope-proxy": {"upstream": {"version": version}}},
+    )
+    config = config_yaml(render(values, host_chart))
+    assert config["upstream"]["version"] == version
+    assert isinstance(config["upstream"]["version"], str)
+    settings = load_settings_from(config, tmp_path)
+    assert settings.upstream.version == version
+    assert str(settings.upstream.url).rstrip("/") == "http://127.0.0.1:8082"
+
+
+def test_version_flip_changes_only_the_configmap() -> None:
+    """With rollOnChange off, flipping the version leaves the pod template untouched."""
+    before = render(STANDALONE)
+    after = render(merge_values(STANDALONE, {"upstream": {"version": "v2"}}))
+    assert find(before, "Deployment") == find(after, "Deployment")
+    assert config_yaml(before)["upstream"]["version"] == "auto"
+    assert config_yaml(after)["upstream"]["version"] == "v2"
+
+
+def test_roll_on_change_checksum_follows_the_config() -> None:
+    """With rollOnChange on, the config checksum changes with the config and rules."""
+    rolling = merge_values(STANDALONE, {"config": {"rollOnChange": True}})
+    base = pod_annotations(rolling)[CONFIG_KEY]
+    assert len(base) == 64
+    assert pod_annotations(rolling)[CONFIG_KEY] == base  # stable across renders
+    flipped = pod_annotations(merge_values(rolling, {"upstream": {"version": "v2"}}))
+    assert flipped[CONFIG_KEY] != base
+    ruled = pod_annotations(merge_values(rolling, {"rules": {"files": {"status.yaml": "a: 1"}}}))
+    assert ruled[CONFIG_KEY] != base
+
+
+def test_config_checksum_absent_when_roll_on_change_is_off() -> None:
+    """Without rollOnChange only the start-only checksum is on the pod template."""
+    assert set(pod_annotations(STANDALONE)) == {RESTART_KEY}
+
+
+def test_restart_checksum_covers_exactly_the_start_only_settings() -> None:
+    """Each start-only setting rolls the pods; reloadable ones do not. The list matches the
+    proxy's own RESTART_ONLY, so a new start-only setting cannot be forgotten here."""
+    proxy_config = pytest.importorskip("proxy.config")
+    assert set(RESTART_ONLY_VALUES) == set(proxy_config.RESTART_ONLY)
+    base = pod_annotations(STANDALONE)[RESTART_KEY]
+    for setting, change in RESTART_ONLY_VALUES.items():
+        changed = pod_annotations(merge_values(STANDALONE, change))[RESTART_KEY]
+        assert changed != base, f"changing {setting} does not roll the pods"
+    for setting, change in RELOADABLE_VALUES.items():
+        same = pod_annotations(merge_values(STANDALONE, change))[RESTART_KEY]
+        assert same == base, f"changing {setting} rolls the pods although it reloads live"
+
+
+def test_user_pod_annotations_are_kept_next_to_checksums() -> None:
+    """podAnnotations from values are merged with the chart's checksum annotations."""
+    annotations = pod_annotations(merge_values(STANDALONE, {"podAnnotations": {"team": "noetl"}}))
+    assert annotations["team"] == "noetl"
+    assert RESTART_KEY in annotations
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        STANDALONE,
+        {"shadow": True, "upstream": {"version": "v1"}},
+        {
+            "rules": {"existingConfigMap": "custom"},
+            "tracing": {"otlpEndpoint": "http://otel:4318", "serviceName": "p"},
+            "config": {
+                "file": {
+                    "workers": 2,
+                    "upstream": {"timeout_seconds": 20, "pool_size": 10},
+                    "limits": {"max_body_bytes": 1048576, "max_inflight": 64},
+                    "envelope": {"mint": "never", "machine_id": 7},
+                    "lifecycle": {"drain_seconds": 3, "shutdown_timeout_seconds": 10},
+                    "clients": {"sources": ["peer"], "sunset_window_seconds": 3600},
+                }
+            },
+        },
+    ],
+    ids=["defaults", "standalone", "shadow-v1", "everything"],
+)
+def test_rendered_config_loads_in_the_proxy(values: dict[str, Any], tmp_path: Path) -> None:
+    """The proxy's settings loader accepts what the chart renders, value for value."""
+    config = config_yaml(render(values))
+    settings = load_settings_from(config, tmp_path)
+    assert settings.listen == config["listen"]
+    assert settings.shadow is config["shadow"]
+    assert settings.upstream.version == config["upstream"]["version"]
+    assert settings.lifecycle.drain_seconds == config["lifecycle"]["drain_seconds"]
+    assert str(settings.clients.state_file) == "/var/lib/envelope-proxy/clients.json"
+    if "rules_dir" in config:
+        assert str(settings.rules_dir) == "/etc/envelope-proxy/rules"
+
+
+def test_inline_rules_carry_the_rule_files_byte_for_byte(tmp_path: Path) -> None:
+    """The default rules shipped inline load from the mounted directory with the same digest."""
+    envelope = pytest.importorskip("proxy.envelope")
+    files = {p.name: p.read_text(encoding="utf-8") for p in sorted((REPO / "rules").glob("*.yaml"))}
+    assert files, "no rule files in rules/"
+    objects = render(merge_values(STANDALONE, {"rules": {"files": files}}))
+    data = find(objects, "ConfigMap", "noetl-envelope-proxy-rules")["data"]
+    mounted = tmp_path / "rules"
+    mounted.mkdir()
+    for name, text in data.items():
+        (mounted / name).write_text(text, encoding="utf-8")
+    assert data == files
+    assert envelope.load_rules(mounted).digest == envelope.load_rules(REPO / "rules").digest
