@@ -1,0 +1,110 @@
+"""The Grafana dashboard: valid JSON that queries only metrics the proxy exports.
+
+The metric families are checked against the list the proxy documents and against the
+real registry of `proxy.observability.metrics`, so a renamed metric breaks this test
+instead of leaving an empty panel.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from tests.shipping.chart import CHART_DIR, find, render
+
+DASHBOARD = CHART_DIR / "dashboards" / "envelope-proxy.json"
+# family -> label names, as the proxy documents them
+EXPORTED: dict[str, tuple[str, ...]] = {
+    "envelope_proxy_events_total": ("client", "shape", "target", "outcome"),
+    "envelope_proxy_client_last_seen_timestamp_seconds": ("client", "shape"),
+    "envelope_proxy_upstream_request_duration_seconds": ("target", "outcome"),
+    "envelope_proxy_upstream_target_info": ("target", "version"),
+    "envelope_proxy_config_reloads_total": ("result",),
+    "envelope_proxy_inflight_requests": (),
+    "envelope_proxy_shadow_total": ("client", "target", "result"),
+}
+HISTOGRAMS = {"envelope_proxy_upstream_request_duration_seconds"}
+METRIC = re.compile(r"\benvelope_proxy_[a-z_]+")
+
+
+def load() -> dict[str, Any]:
+    data = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def expressions(dashboard: dict[str, Any]) -> list[str]:
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    exprs += [a["expr"] for a in dashboard["annotations"]["list"] if "expr" in a]
+    return exprs
+
+
+def family(series: str) -> str:
+    """The family a series name belongs to (histogram _bucket/_sum/_count folded)."""
+    for suffix in ("_bucket", "_sum", "_count"):
+        base = series.removesuffix(suffix)
+        if base != series and base in HISTOGRAMS:
+            return base
+    return series
+
+
+def test_dashboard_is_a_grafana_dashboard() -> None:
+    """It parses, has a stable uid, unique panel ids, and every panel has a query."""
+    dashboard = load()
+    assert dashboard["uid"] == "envelope-proxy"
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        assert all(t["expr"].strip() for t in panel["targets"])
+        assert panel["datasource"]["uid"] == "${datasource}"
+
+
+def test_every_queried_metric_is_exported() -> None:
+    """Each envelope_proxy_* name in a query is a family the proxy exports."""
+    used = {family(name) for expr in expressions(load()) for name in METRIC.findall(expr)}
+    assert used
+    assert used <= set(EXPORTED), used - set(EXPORTED)
+
+
+def test_exported_families_match_the_proxy_registry() -> None:
+    """The documented families and labels are the ones the proxy's registry exposes."""
+    module = pytest.importorskip("proxy.observability.metrics")
+    metrics = module.ProxyMetrics()
+    metrics.observe_event("c", "worker_event", "event_request", "forwarded", 0.01, 1.0)
+    metrics.observe_shadow("c", "executor_event", "ok")
+    metrics.set_target("event_request", "2.9.0")
+    metrics.count_reload(True)
+    exposed: dict[str, tuple[str, ...]] = {}
+    for metric in metrics.registry.collect():
+        for sample in metric.samples:
+            name = family(sample.name)
+            if name.startswith("envelope_proxy_") and not name.endswith("_created"):
+                labels = tuple(k for k in sample.labels if k != "le")
+                exposed[name] = tuple(sorted(set(exposed.get(name, ())) | set(labels)))
+    assert exposed == {name: tuple(sorted(labels)) for name, labels in EXPORTED.items()}
+
+
+def test_dashboard_answers_the_cutover_questions() -> None:
+    """Adoption by client and shape, legacy clients, upstream errors, latency, shadow."""
+    exprs = expressions(load())
+    joined = "\n".join(exprs)
+    assert any("envelope_proxy_events_total" in e and "by (client, shape)" in e for e in exprs)
+    assert 'envelope_proxy_client_last_seen_timestamp_seconds{shape!="executor_event"' in joined
+    assert 'outcome=~"upstream_failed|upstream_rejected"' in joined
+    quantiles = re.findall(r"histogram_quantile\((0\.\d+),", joined)
+    assert sorted(quantiles) == ["0.5", "0.95", "0.99"]
+    assert "envelope_proxy_upstream_request_duration_seconds_bucket" in joined
+    assert 'envelope_proxy_shadow_total{result!="ok"' in joined
+
+
+def test_dashboard_configmap_carries_the_file_for_the_grafana_sidecar() -> None:
+    """dashboards.enabled renders a ConfigMap labelled grafana_dashboard "1" with the JSON."""
+    objects = render({"dashboards": {"enabled": True}})
+    config_map = find(objects, "ConfigMap", "noetl-envelope-proxy-dashboard")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(config_map["data"]["envelope-proxy.json"]) == load()
+    assert "noetl-envelope-proxy-dashboard" not in {o["metadata"]["name"] for o in render()}
