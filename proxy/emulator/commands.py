@@ -1,0 +1,107 @@
+"""`envelope-proxy upstream`: run the NoETL ingest emulator until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from aiohttp import web
+
+from proxy.emulator.app import create_emulator_app
+from proxy.emulator.profiles import PROFILES
+
+DEFAULT_LISTEN = "127.0.0.1:8082"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 hosts in brackets); port 0 picks a free port."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "upstream",
+        help="run the NoETL ingest emulator (a control plane on loopback)",
+        description="Emulate the ingest API of one NoETL control plane release.",
+    )
+    parser.add_argument(
+        "--emulate",
+        required=True,
+        choices=list(PROFILES),
+        help="which server release to emulate",
+    )
+    parser.add_argument(
+        "--version",
+        dest="report_version",
+        metavar="X.Y.Z",
+        help="version reported by /api/health (default: the profile's own)",
+    )
+    parser.add_argument(
+        "--listen",
+        type=parse_listen,
+        default=parse_listen(DEFAULT_LISTEN),
+        metavar="HOST:PORT",
+        help=f"address to listen on (default {DEFAULT_LISTEN}; port 0 picks a free one)",
+    )
+    parser.add_argument("--db", metavar="FILE", help="SQLite file for the event store")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="benchmark mode: in-memory store, no per-request logging",
+    )
+    parser.set_defaults(func=run)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    app = create_emulator_app(
+        args.emulate, version=args.report_version, db_path=args.db, fast=args.fast
+    )
+    runner = web.AppRunner(
+        app, access_log=None if args.fast else logging.getLogger("aiohttp.access")
+    )
+    await runner.setup()
+    host, port = args.listen
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    bound_port = port
+    for address in runner.addresses:
+        bound_port = address[1]
+        break
+    shown_host = f"[{host}]" if ":" in host else host
+    description = app_description(app)
+    print(f"envelope-proxy upstream: {description} on http://{shown_host}:{bound_port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+    return 0
+
+
+def app_description(app: web.Application) -> str:
+    from proxy.emulator.app import EMULATOR_KEY
+
+    emu = app[EMULATOR_KEY]
+    version = f" version {emu.version}" if emu.spec.family == "rust" else ""
+    mode = ", fast mode" if emu.fast else ""
+    return f"emulating {emu.spec.name}{version}{mode}"
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.fast:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(_serve(args))
+    return 130

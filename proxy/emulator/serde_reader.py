@@ -1,0 +1,671 @@
+"""A JSON reader that fails exactly where and how `serde_json` fails inside axum's `Json`.
+
+The Rust control plane deserializes `POST /api/events` with axum's `Json` extractor, which
+runs `serde_json` through `serde_path_to_error`. Its refusals are text and carry the serde
+message, the field path and a line/column (`execution_id: invalid type: integer `5`,
+expected a string at line 1 column 18`). To answer byte for byte like it, this module reads
+the body the way `serde_json::Deserializer::from_slice` does: one pass, the same error
+codes, the same position rules (`error` = last byte consumed, `peek_error` = next byte),
+the same 128-level recursion limit, and the lax `ignore_value` path for unknown fields.
+
+Typed fields (strings, booleans, ids, timestamps, structs) are built on top of this in
+`serde_structs`; this module only knows JSON and serde's error vocabulary.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Any
+
+SYNTAX = "syntax"
+EOF = "eof"
+DATA = "data"
+
+EOF_LIST = ("EOF while parsing a list", EOF)
+EOF_OBJECT = ("EOF while parsing an object", EOF)
+EOF_STRING = ("EOF while parsing a string", EOF)
+EOF_VALUE = ("EOF while parsing a value", EOF)
+EXPECTED_COLON = ("expected `:`", SYNTAX)
+EXPECTED_LIST_COMMA_OR_END = ("expected `,` or `]`", SYNTAX)
+EXPECTED_OBJECT_COMMA_OR_END = ("expected `,` or `}`", SYNTAX)
+EXPECTED_IDENT = ("expected ident", SYNTAX)
+EXPECTED_VALUE = ("expected value", SYNTAX)
+INVALID_ESCAPE = ("invalid escape", SYNTAX)
+INVALID_NUMBER = ("invalid number", SYNTAX)
+NUMBER_OUT_OF_RANGE = ("number out of range", SYNTAX)
+INVALID_UNICODE = ("invalid unicode code point", SYNTAX)
+CONTROL_CHARACTER = (
+    "control character (\\u0000-\\u001F) found while parsing a string",
+    SYNTAX,
+)
+KEY_MUST_BE_A_STRING = ("key must be a string", SYNTAX)
+LONE_LEADING_SURROGATE = ("lone leading surrogate in hex escape", SYNTAX)
+TRAILING_COMMA = ("trailing comma", SYNTAX)
+TRAILING_CHARACTERS = ("trailing characters", SYNTAX)
+UNEXPECTED_END_OF_HEX_ESCAPE = ("unexpected end of hex escape", SYNTAX)
+RECURSION_LIMIT = ("recursion limit exceeded", SYNTAX)
+
+RECURSION_LIMIT_DEPTH = 128
+U64_MAX = 2**64 - 1
+I64_MIN = -(2**63)
+
+_PLAIN_STRING = re.compile(rb'[^"\\\x00-\x1f]*')
+_DIGITS = re.compile(rb"[0-9]*")
+_WHITESPACE = re.compile(rb"[ \t\n\r]*")
+_HEX4 = re.compile(rb"[0-9A-Fa-f]{4}")
+_SIMPLE_ESCAPES = {
+    ord('"'): '"',
+    ord("\\"): "\\",
+    ord("/"): "/",
+    ord("b"): "\b",
+    ord("f"): "\f",
+    ord("n"): "\n",
+    ord("r"): "\r",
+    ord("t"): "\t",
+}
+
+
+class SerdeError(Exception):
+    """One serde_json error: message, category, position (0 = not yet known) and path."""
+
+    def __init__(self, message: str, category: str, path: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.category = category
+        self.path = path
+        self.line = 0
+        self.column = 0
+
+    def at(self, line: int, column: int) -> SerdeError:
+        """Fill the position unless it is known already (serde's `fix_position`)."""
+        if self.line == 0:
+            self.line, self.column = line, column
+        return self
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.line:
+            text = f"{text} at line {self.line} column {self.column}"
+        return f"{self.path}: {text}" if self.path else text
+
+
+def render_path(segments: list[str | int]) -> str:
+    """`serde_path_to_error`'s rendering: `events[0].step`."""
+    out: list[str] = []
+    separator = ""
+    for segment in segments:
+        if isinstance(segment, int):
+            out.append(f"[{segment}]")
+        else:
+            out.append(separator)
+            out.append(segment)
+        separator = "."
+    return "".join(out)
+
+
+def ryu_format(value: float) -> str:
+    """Format a finite f64 like the `ryu` crate does (serde_json's `floating point` text)."""
+    if value == 0:
+        return "-0.0" if str(value).startswith("-") else "0.0"
+    sign = "-" if value < 0 else ""
+    _, digit_tuple, exponent = Decimal(repr(abs(value))).normalize().as_tuple()
+    digits = "".join(str(d) for d in digit_tuple)
+    assert isinstance(exponent, int)
+    length = len(digits)
+    kk = length + exponent  # 10^(kk-1) <= v < 10^kk
+    if exponent >= 0 and kk <= 16:
+        text = digits + "0" * exponent + ".0"
+    elif 0 < kk <= 16:
+        text = digits[:kk] + "." + digits[kk:]
+    elif -5 < kk <= 0:
+        text = "0." + "0" * -kk + digits
+    elif length == 1:
+        text = f"{digits}e{kk - 1}"
+    else:
+        text = f"{digits[0]}.{digits[1:]}e{kk - 1}"
+    return sign + text
+
+
+def rust_debug_str(text: str) -> str:
+    """Rust's `{:?}` of a `str`, as serde prints an unexpected string."""
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\0":
+            out.append("\\0")
+        elif code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\u{{{code:x}}}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+class Unexpected:
+    """serde's `Unexpected`, rendered with serde_json's overrides (`null`, ryu floats)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    @staticmethod
+    def of(value: Any) -> Unexpected:
+        if value is None:
+            return Unexpected("null")
+        if value is True or value is False:
+            return Unexpected(f"boolean `{'true' if value else 'false'}`")
+        if isinstance(value, int):
+            return Unexpected(f"integer `{value}`")
+        if isinstance(value, float):
+            return Unexpected(f"floating point `{ryu_format(value)}`")
+        if isinstance(value, str):
+            return Unexpected(f"string {rust_debug_str(value)}")
+        if isinstance(value, list):
+            return Unexpected("sequence")
+        return Unexpected("map")
+
+
+class Reader:
+    """`serde_json::Deserializer` over a byte slice: position rules and JSON grammar."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.n = len(data)
+        self.i = 0
+        self.remaining_depth = RECURSION_LIMIT_DEPTH
+        self.path: list[str | int] = []
+
+    # -- positions and errors ---------------------------------------------------------
+
+    def _position_of(self, index: int) -> tuple[int, int]:
+        start_of_line = self.data.rfind(b"\n", 0, index) + 1
+        line = 1 + self.data.count(b"\n", 0, start_of_line)
+        return line, index - start_of_line
+
+    def position(self) -> tuple[int, int]:
+        return self._position_of(self.i)
+
+    def error(self, code: tuple[str, str]) -> SerdeError:
+        """An error placed at the last consumed byte (serde_json's `error`)."""
+        return SerdeError(code[0], code[1], render_path(self.path)).at(*self.position())
+
+    def peek_error(self, code: tuple[str, str]) -> SerdeError:
+        """An error placed at the next unread byte (serde_json's `peek_error`)."""
+        where = self._position_of(min(self.n, self.i + 1))
+        return SerdeError(code[0], code[1], render_path(self.path)).at(*where)
+
+    def data_error(self, message: str) -> SerdeError:
+        """A data error (422 class) without position yet; the caller fixes it."""
+        return SerdeError(message, DATA, render_path(self.path))
+
+    def fix(self, err: SerdeError) -> SerdeError:
+        return err.at(*self.position())
+
+    def invalid_type(self, unexpected: Unexpected, expected: str) -> SerdeError:
+        return self.data_error(f"invalid type: {unexpected.text}, expected {expected}")
+
+    # -- bytes ------------------------------------------------------------------------
+
+    def parse_whitespace(self) -> int | None:
+        match = _WHITESPACE.match(self.data, self.i)
+        assert match is not None
+        self.i = match.end()
+        return self.data[self.i] if self.i < self.n else None
+
+    def peek_or_null(self) -> int:
+        return self.data[self.i] if self.i < self.n else 0
+
+    def parse_ident(self, rest: bytes) -> None:
+        for expected in rest:
+            if self.i >= self.n:
+                raise self.error(EOF_VALUE)
+            got = self.data[self.i]
+            self.i += 1
+            if got != expected:
+                raise self.error(EXPECTED_IDENT)
+
+    def enter_nested(self) -> None:
+        """serde_json's `check_recursion!`: refuse before consuming the bracket."""
+        self.remaining_depth -= 1
+        if self.remaining_depth == 0:
+            raise self.peek_error(RECURSION_LIMIT)
+
+    def leave_nested(self) -> None:
+        self.remaining_depth += 1
+
+    def end(self) -> None:
+        """After a successful value: only whitespace may follow."""
+        if self.parse_whitespace() is not None:
+            raise self.peek_error(TRAILING_CHARACTERS)
+
+    # -- numbers ----------------------------------------------------------------------
+
+    def parse_number(self, positive: bool) -> int | float:
+        """serde_json's `parse_integer` family; the leading `-` is already consumed.
+
+        Returns an int for the u64/i64 ranges and a float otherwise, as serde_json's
+        `ParserNumber` does (so `-0` and integers beyond 64 bits are floats).
+        """
+        start = self.i - (0 if positive else 1)
+        if self.i >= self.n:
+            raise self.error(EOF_VALUE)
+        first = self.data[self.i]
+        self.i += 1
+        if first == 0x30:
+            if 0x30 <= self.peek_or_null() <= 0x39:
+                raise self.peek_error(INVALID_NUMBER)
+        elif 0x31 <= first <= 0x39:
+            match = _DIGITS.match(self.data, self.i)
+            assert match is not None
+            self.i = match.end()
+        else:
+            raise self.error(INVALID_NUMBER)
+        is_float = False
+        if self.peek_or_null() == 0x2E:
+            is_float = True
+            self.i += 1
+            match = _DIGITS.match(self.data, self.i)
+            assert match is not None
+            if match.end() == self.i:
+                if self.i < self.n:
+                    raise self.peek_error(INVALID_NUMBER)
+                raise self.peek_error(EOF_VALUE)
+            self.i = match.end()
+        if self.peek_or_null() in (0x65, 0x45):
+            is_float = True
+            self.i += 1
+            if self.peek_or_null() in (0x2B, 0x2D):
+                self.i += 1
+            if self.i >= self.n:
+                raise self.error(EOF_VALUE)
+            digit = self.data[self.i]
+            self.i += 1
+            if not 0x30 <= digit <= 0x39:
+                raise self.error(INVALID_NUMBER)
+            match = _DIGITS.match(self.data, self.i)
+            assert match is not None
+            self.i = match.end()
+        token = self.data[start : self.i]
+        if not is_float:
+            value = int(token)
+            if 0 <= value <= U64_MAX and positive:
+                return value
+            if not positive and I64_MIN <= value < 0:
+                return value
+        result = float(token)
+        if result in (float("inf"), float("-inf")):
+            raise self.error(NUMBER_OUT_OF_RANGE)
+        return result
+
+    # -- strings ----------------------------------------------------------------------
+
+    def parse_str(self) -> str:
+        """A string whose opening quote is consumed; UTF-8 and surrogates are validated."""
+        data = self.data
+        scratch = bytearray()
+        start = self.i
+        while True:
+            match = _PLAIN_STRING.match(data, self.i)
+            assert match is not None
+            self.i = match.end()
+            if self.i == self.n:
+                raise self.error(EOF_STRING)
+            byte = data[self.i]
+            if byte == 0x22:
+                scratch += data[start : self.i]
+                self.i += 1
+                try:
+                    return scratch.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise self.error(INVALID_UNICODE) from None
+            if byte == 0x5C:
+                scratch += data[start : self.i]
+                self.i += 1
+                self._parse_escape(scratch)
+                start = self.i
+                continue
+            self.i += 1
+            raise self.error(CONTROL_CHARACTER)
+
+    def _parse_escape(self, scratch: bytearray) -> None:
+        if self.i >= self.n:
+            raise self.error(EOF_STRING)
+        ch = self.data[self.i]
+        self.i += 1
+        simple = _SIMPLE_ESCAPES.get(ch)
+        if simple is not None:
+            scratch += simple.encode()
+            return
+        if ch != 0x75:
+            raise self.error(INVALID_ESCAPE)
+        code = self._decode_hex_escape()
+        if 0xDC00 <= code <= 0xDFFF:
+            raise self.error(LONE_LEADING_SURROGATE)
+        if not 0xD800 <= code <= 0xDBFF:
+            scratch += chr(code).encode("utf-8", "surrogatepass")
+            return
+        for expected in (0x5C, 0x75):
+            if self.i >= self.n:
+                raise self.error(EOF_STRING)
+            got = self.data[self.i]
+            self.i += 1
+            if got != expected:
+                raise self.error(UNEXPECTED_END_OF_HEX_ESCAPE)
+        low = self._decode_hex_escape()
+        if not 0xDC00 <= low <= 0xDFFF:
+            raise self.error(LONE_LEADING_SURROGATE)
+        scratch += chr(((code - 0xD800) << 10 | (low - 0xDC00)) + 0x10000).encode()
+
+    def _decode_hex_escape(self) -> int:
+        if self.n - self.i < 4:
+            self.i = self.n
+            raise self.error(EOF_STRING)
+        chunk = self.data[self.i : self.i + 4]
+        self.i += 4
+        if not _HEX4.fullmatch(chunk):
+            raise self.error(INVALID_ESCAPE)
+        return int(chunk, 16)
+
+    # -- generic values (serde_json::Value) -------------------------------------------
+
+    def parse_value(self) -> Any:
+        """`serde_json::Value` through `deserialize_any`: any JSON, strictly checked."""
+        peek = self.parse_whitespace()
+        if peek is None:
+            raise self.peek_error(EOF_VALUE)
+        if peek == 0x22:
+            self.i += 1
+            return self.parse_str()
+        if peek == 0x7B:
+            return self._parse_object()
+        if peek == 0x5B:
+            return self._parse_array()
+        if peek == 0x2D:
+            self.i += 1
+            return self.parse_number(False)
+        if 0x30 <= peek <= 0x39:
+            return self.parse_number(True)
+        if peek == 0x6E:
+            self.i += 1
+            self.parse_ident(b"ull")
+            return None
+        if peek == 0x74:
+            self.i += 1
+            self.parse_ident(b"rue")
+            return True
+        if peek == 0x66:
+            self.i += 1
+            self.parse_ident(b"alse")
+            return False
+        raise self.peek_error(EXPECTED_VALUE)
+
+    def _parse_array(self) -> list[Any]:
+        self.enter_nested()
+        self.i += 1
+        items: list[Any] = []
+        first = True
+        while self.has_next_element(first):
+            first = False
+            self.path.append(len(items))
+            items.append(self.parse_value())
+            self.path.pop()
+        self.end_seq()
+        self.leave_nested()
+        return items
+
+    def _parse_object(self) -> dict[str, Any]:
+        self.enter_nested()
+        self.i += 1
+        obj: dict[str, Any] = {}
+        first = True
+        while self.has_next_key(first):
+            first = False
+            key = self.parse_key()
+            self.path.append(key)
+            self.parse_object_colon()
+            obj[key] = self.parse_value()
+            self.path.pop()
+        self.end_map()
+        self.leave_nested()
+        return obj
+
+    # -- sequence and map access ------------------------------------------------------
+
+    def has_next_element(self, first: bool) -> bool:
+        peek = self.parse_whitespace()
+        if peek is None:
+            raise self.peek_error(EOF_LIST)
+        if peek == 0x5D:
+            return False
+        if first:
+            return True
+        if peek == 0x2C:
+            self.i += 1
+            after = self.parse_whitespace()
+            if after == 0x5D:
+                raise self.peek_error(TRAILING_COMMA)
+            if after is None:
+                raise self.peek_error(EOF_VALUE)
+            return True
+        raise self.peek_error(EXPECTED_LIST_COMMA_OR_END)
+
+    def end_seq(self) -> None:
+        peek = self.parse_whitespace()
+        if peek == 0x5D:
+            self.i += 1
+            return
+        if peek == 0x2C:
+            self.i += 1
+            if self.parse_whitespace() == 0x5D:
+                raise self.peek_error(TRAILING_COMMA)
+            raise self.peek_error(TRAILING_CHARACTERS)
+        if peek is None:
+            raise self.peek_error(EOF_LIST)
+        raise self.peek_error(TRAILING_CHARACTERS)
+
+    def has_next_key(self, first: bool) -> bool:
+        peek = self.parse_whitespace()
+        if peek is None:
+            raise self.peek_error(EOF_OBJECT)
+        if peek == 0x7D:
+            return False
+        if first:
+            if peek == 0x22:
+                return True
+            raise self.peek_error(KEY_MUST_BE_A_STRING)
+        if peek == 0x2C:
+            self.i += 1
+            after = self.parse_whitespace()
+            if after == 0x22:
+                return True
+            if after == 0x7D:
+                raise self.peek_error(TRAILING_COMMA)
+            if after is None:
+                raise self.peek_error(EOF_VALUE)
+            raise self.peek_error(KEY_MUST_BE_A_STRING)
+        raise self.peek_error(EXPECTED_OBJECT_COMMA_OR_END)
+
+    def parse_key(self) -> str:
+        self.i += 1  # the opening quote, seen by has_next_key
+        return self.parse_str()
+
+    def parse_object_colon(self) -> None:
+        peek = self.parse_whitespace()
+        if peek == 0x3A:
+            self.i += 1
+            return
+        if peek is None:
+            raise self.peek_error(EOF_OBJECT)
+        raise self.peek_error(EXPECTED_COLON)
+
+    def end_map(self) -> None:
+        peek = self.parse_whitespace()
+        if peek == 0x7D:
+            self.i += 1
+            return
+        if peek == 0x2C:
+            raise self.peek_error(TRAILING_COMMA)
+        if peek is None:
+            raise self.peek_error(EOF_OBJECT)
+        raise self.peek_error(TRAILING_CHARACTERS)
+
+    def try_end(self, closing: int) -> None:
+        """Run `end_seq`/`end_map` for its side effect only, as serde does after a failed
+        visit (`match (ret, self.end_map())`): a closing bracket is consumed, errors dropped.
+        """
+        try:
+            if closing == 0x5D:
+                self.end_seq()
+            else:
+                self.end_map()
+        except SerdeError:
+            pass
+
+    # -- unknown fields (serde_json's `ignore_value`) ---------------------------------
+
+    def ignore_value(self) -> None:
+        """Skip any value without building it: no recursion limit, no UTF-8 or number
+        range checks, as serde_json does for fields a struct does not declare."""
+        stack: list[int] = []
+        enclosing: int | None = None
+        while True:
+            peek = self.parse_whitespace()
+            if peek is None:
+                raise self.peek_error(EOF_VALUE)
+            frame: int | None = None
+            if peek == 0x6E:
+                self.i += 1
+                self.parse_ident(b"ull")
+            elif peek == 0x74:
+                self.i += 1
+                self.parse_ident(b"rue")
+            elif peek == 0x66:
+                self.i += 1
+                self.parse_ident(b"alse")
+            elif peek == 0x2D:
+                self.i += 1
+                self._ignore_number()
+            elif 0x30 <= peek <= 0x39:
+                self._ignore_number()
+            elif peek == 0x22:
+                self.i += 1
+                self._ignore_str()
+            elif peek in (0x5B, 0x7B):
+                if enclosing is not None:
+                    stack.append(enclosing)
+                    enclosing = None
+                self.i += 1
+                frame = peek
+            else:
+                raise self.peek_error(EXPECTED_VALUE)
+
+            if frame is not None:
+                accept_comma = False
+            elif enclosing is not None:
+                frame, enclosing, accept_comma = enclosing, None, True
+            elif stack:
+                frame, accept_comma = stack.pop(), True
+            else:
+                return
+            while True:
+                peek = self.parse_whitespace()
+                if peek == 0x2C and accept_comma:
+                    self.i += 1
+                    break
+                if (peek == 0x5D and frame == 0x5B) or (peek == 0x7D and frame == 0x7B):
+                    self.i += 1
+                    if not stack:
+                        return
+                    frame = stack.pop()
+                    accept_comma = True
+                    continue
+                if peek is None:
+                    raise self.peek_error(EOF_LIST if frame == 0x5B else EOF_OBJECT)
+                if accept_comma:
+                    raise self.peek_error(
+                        EXPECTED_LIST_COMMA_OR_END
+                        if frame == 0x5B
+                        else EXPECTED_OBJECT_COMMA_OR_END
+                    )
+                break
+            if frame == 0x7B:
+                peek = self.parse_whitespace()
+                if peek is None:
+                    raise self.peek_error(EOF_OBJECT)
+                if peek != 0x22:
+                    raise self.peek_error(KEY_MUST_BE_A_STRING)
+                self.i += 1
+                self._ignore_str()
+                peek = self.parse_whitespace()
+                if peek is None:
+                    raise self.peek_error(EOF_OBJECT)
+                if peek != 0x3A:
+                    raise self.peek_error(EXPECTED_COLON)
+                self.i += 1
+            enclosing = frame
+
+    def _ignore_number(self) -> None:
+        first = self.data[self.i] if self.i < self.n else 0
+        if self.i < self.n:
+            self.i += 1
+        if first == 0x30:
+            if 0x30 <= self.peek_or_null() <= 0x39:
+                raise self.peek_error(INVALID_NUMBER)
+        elif 0x31 <= first <= 0x39:
+            self._skip_digits()
+        else:
+            raise self.error(INVALID_NUMBER)
+        if self.peek_or_null() == 0x2E:
+            self.i += 1
+            if not self._skip_digits():
+                raise self.peek_error(INVALID_NUMBER)
+        if self.peek_or_null() in (0x65, 0x45):
+            self.i += 1
+            if self.peek_or_null() in (0x2B, 0x2D):
+                self.i += 1
+            digit = self.data[self.i] if self.i < self.n else 0
+            if self.i < self.n:
+                self.i += 1
+            if not 0x30 <= digit <= 0x39:
+                raise self.error(INVALID_NUMBER)
+            self._skip_digits()
+
+    def _skip_digits(self) -> bool:
+        match = _DIGITS.match(self.data, self.i)
+        assert match is not None
+        moved = match.end() > self.i
+        self.i = match.end()
+        return moved
+
+    def _ignore_str(self) -> None:
+        while True:
+            match = _PLAIN_STRING.match(self.data, self.i)
+            assert match is not None
+            self.i = match.end()
+            if self.i == self.n:
+                raise self.error(EOF_STRING)
+            byte = self.data[self.i]
+            if byte == 0x22:
+                self.i += 1
+                return
+            if byte != 0x5C:
+                raise self.error(CONTROL_CHARACTER)
+            self.i += 1
+            if self.i >= self.n:
+                raise self.error(EOF_STRING)
+            ch = self.data[self.i]
+            self.i += 1
+            if ch == 0x75:
+                self._decode_hex_escape()
+            elif ch not in _SIMPLE_ESCAPES:
+                raise self.error(INVALID_ESCAPE)
