@@ -8,6 +8,8 @@ runbook cannot show a snippet that does not work.
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,33 @@ def test_example_values_render_valid_objects(example: Path, host_chart: Path) ->
 def test_examples_are_all_exercised() -> None:
     """The examples directory holds only files the tests render or run."""
     names = {p.name for p in EXAMPLES.iterdir()}
-    assert names == {p.name for p in EXAMPLE_VALUES} | {"host-chart", "check-proxy.sh"}
+    scripts = {"check-proxy.sh", "rules-configmap.sh"}  # run in test_image_install.py / here
+    assert names == {p.name for p in EXAMPLE_VALUES} | {"host-chart"} | scripts
     for path in EXAMPLE_VALUES:
         assert yaml.safe_load(path.read_text(encoding="utf-8")), path
+
+
+def test_rules_configmap_script_builds_the_mounted_configmap(tmp_path: Path) -> None:
+    """rules-configmap.sh prints a valid ConfigMap with the name host-values-rules.yaml
+    mounts, carrying rule files the proxy loads with the same digest as the originals."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed on this machine")
+    envelope = pytest.importorskip("proxy.envelope")
+    rules_dir = CHART_DIR.parents[1] / "rules"
+    result = subprocess.run(
+        ["sh", str(EXAMPLES / "rules-configmap.sh"), str(rules_dir), "noetl"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    config_map = yaml.safe_load(result.stdout)
+    wanted = load_yaml(EXAMPLES / "host-values-rules.yaml")["envelope-proxy"]["rules"]
+    assert config_map["metadata"]["name"] == wanted["existingConfigMap"]
+    assert validate_objects([config_map]) == 1
+    mounted = tmp_path / "rules"
+    mounted.mkdir()
+    for name, text in config_map["data"].items():
+        (mounted / name).write_text(text, encoding="utf-8")
+    assert envelope.load_rules(mounted).digest == envelope.load_rules(rules_dir).digest
