@@ -75,6 +75,8 @@ def client_header_name(specs: Sequence[str]) -> str | None:
 
 def clean(value: str) -> str:
     """A printable, trimmed identity of at most MAX_IDENTITY_LENGTH characters."""
+    if len(value) <= MAX_IDENTITY_LENGTH and value.isprintable() and value == value.strip():
+        return value  # the common case, without rebuilding the string
     text = "".join(ch if ch.isprintable() else "_" for ch in value[: MAX_IDENTITY_LENGTH * 2])
     return text.strip()[:MAX_IDENTITY_LENGTH]
 

@@ -98,15 +98,18 @@ def server_middleware(provider: trace.TracerProvider) -> Middleware:
     async def trace_request(request: web.Request, handler: _Handler) -> web.StreamResponse:
         if excluded is not None and excluded.url_disabled(request.url.path):
             return await handler(request)
-        attributes = collect_request_attributes(request)
+        # Attributes are collected only for recorded spans: unsampled requests skip the work.
         with tracer.start_as_current_span(
             get_default_span_name(request),
             context=extract(request, getter=getter),
             kind=trace.SpanKind.SERVER,
-            attributes=attributes,
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
+            if not span.is_recording():
+                return await handler(request)
+            attributes = collect_request_attributes(request)
+            span.set_attributes(attributes)
             try:
                 response = await handler(request)
             except web.HTTPException as exc:
