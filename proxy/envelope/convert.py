@@ -1,16 +1,17 @@
 """Detected body -> canonical fields -> target body, on raw JSON values.
 
 Only what a target renames or derives is rewritten; every other value (context, unknown
-keys, meta that needs no change) is copied as the exact bytes the client sent, through
-`orjson.Fragment`. Ids are read from raw tokens and written as exact integers or strings.
+keys, meta that needs no change) is written out as the exact bytes the client sent. The
+output is assembled with `bytes.join` over raw slices, so a large context is copied once
+and never re-serialised. This is the hot path of the proxy: it avoids per-value Python
+work wherever the bytes can be used as they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import NamedTuple
 
 import msgspec
 import orjson
@@ -24,33 +25,33 @@ from proxy.envelope.errors import (
     MissingField,
 )
 from proxy.envelope.ids import ExactId, SnowflakeMinter, parse_id
-from proxy.envelope.jsonbody import RawObject, json_type, parse_array_value, parse_object_value
-from proxy.envelope.rules import Rules, Shape, Source, Target
+from proxy.envelope.jsonbody import Raw, RawObject, is_string, json_type, split_array, split_nested
+from proxy.envelope.rules import FieldPlan, Rules, Shape, Source, Target
 from proxy.envelope.timestamps import render_utc, validate_timestamp
 
+JsonBytes = Raw | bytes  # a JSON value as it will be written
 _decode_str = msgspec.json.Decoder(str).decode
 _NULL = b"null"
 # Fields for which an explicit JSON null means "not given", as in the servers' Option<T>.
 _NULL_IS_ABSENT = frozenset({"event_id", "worker_id", "status", "created_at", "meta"})
+_STRING_FIELDS = ("event_type", "step", "status", "created_at", "worker_id")
 _BATCH_ITEM_FIELDS = ("step", "event_type", "context")
 
 
-@dataclass(frozen=True, slots=True)
-class Conversion:
+class Conversion(NamedTuple):
     """A converted body and what the proxy needs to know about it."""
 
     shape: str
     target: str
     body: bytes
-    execution_id: str
-    event_id: str | None
+    execution_id: str  # decimal
+    event_id: str | None  # decimal, given or minted
     event_id_minted: bool
     worker_id: str | None
     batch_size: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(NamedTuple):
     """Everything a conversion depends on besides the body."""
 
     rules: Rules
@@ -59,141 +60,174 @@ class Context:
     minter: SnowflakeMinter
     batch_max_items: int
     now: Callable[[], datetime]
+    normalise: dict[bytes, bytes]  # lower-cased JSON string content -> canonical status
+    attempts_meta: bytes | None  # the meta written when there is none
 
 
-class _Members:
-    """A body's top-level members, with nested objects split on first use."""
-
-    def __init__(self, members: RawObject):
-        self.top = members
-        self._nested: dict[str, RawObject | None] = {}
-
-    def nested(self, key: str, member: str) -> bytes | None:
-        if key not in self._nested:
-            raw = self.top.get(key)
-            self._nested[key] = parse_object_value(raw) if raw is not None else None
-        obj = self._nested[key]
-        return obj.get(member) if obj is not None else None
+def make_context(
+    rules: Rules,
+    *,
+    normalise_status: bool,
+    mint: str,
+    minter: SnowflakeMinter,
+    batch_max_items: int,
+    now: Callable[[], datetime],
+) -> Context:
+    attempts = rules.defaults.meta_attempts
+    return Context(
+        rules=rules,
+        normalise_status=normalise_status,
+        mint=mint,
+        minter=minter,
+        batch_max_items=batch_max_items,
+        now=now,
+        normalise={
+            alias.encode(): canonical.encode() for alias, canonical in rules.normalise.items()
+        },
+        attempts_meta=orjson.dumps({"attempts": attempts}) if attempts is not None else None,
+    )
 
 
 def _resolve(
-    members: _Members, field: str, sources: tuple[Source, ...], default_step: str
-) -> tuple[bytes | str | None, str]:
-    """The value of one canonical field (raw JSON bytes, or a computed string) and its origin."""
-    present = [s.key for s in sources if s.is_top_level and s.key in members.top]
-    if len(present) > 1:
-        raise ConflictingFields(
-            f"{' and '.join(present)} are both present; they name the same field ({field})",
-            field=field,
-        )
+    members: RawObject, plan: FieldPlan, nested: dict[str, RawObject | None], default_step: str
+) -> tuple[JsonBytes | None, str]:
+    """The raw value of one canonical field and the key (or source) it came from."""
+    found: JsonBytes | None = None
+    origin = plan.field
+    for key in plan.keys:
+        raw = members.get(key)
+        if raw is not None:
+            if found is not None:
+                raise _conflict(plan.field, origin, key)
+            found, origin = raw, key
+    if found is None and plan.nested:
+        return _resolve_nested(members, plan.nested, nested, default_step, plan.field)
+    return found, origin
+
+
+def _conflict(field: str, first: str, second: str) -> ConflictingFields:
+    return ConflictingFields(
+        f"{first} and {second} are both present; they name the same field ({field})",
+        field=field,
+    )
+
+
+def _resolve_nested(
+    members: RawObject,
+    sources: tuple[Source, ...],
+    nested: dict[str, RawObject | None],
+    default_step: str,
+    field: str,
+) -> tuple[JsonBytes | None, str]:
     for source in sources:
         if source.is_default:
-            return default_step, "the default"
-        if source.is_top_level:
-            raw = members.top.get(source.key)
-            if raw is not None:
-                return raw, source.key
-            continue
-        assert source.member is not None
-        raw = members.nested(source.key, source.member)
-        if raw is None:
+            return orjson.dumps(default_step), "the default"
+        assert source.member is not None  # nested sources name a member
+        if source.key not in nested:
+            raw = members.get(source.key)
+            nested[source.key] = split_nested(raw) if raw is not None else None
+        inner = nested[source.key]
+        value = inner.get(source.member) if inner is not None else None
+        if value is None:
             continue
         if source.parts is None:
-            return raw, source.describe()
-        if json_type(raw) == "string":
-            pieces = _decode_str(raw).split(":")
-            if len(pieces) == source.parts and pieces[source.part or 0]:
-                return pieces[source.part or 0], source.describe()
+            return value, source.describe()
+        if is_string(value):
+            pieces = _decode_str(value).split(":")
+            part = pieces[source.part or 0] if len(pieces) == source.parts else ""
+            if part:
+                return orjson.dumps(part), source.describe()
     return None, field
 
 
-def _string(value: bytes | str | None, field: str, origin: str) -> bytes | str | None:
-    """A field that must be a JSON string when present."""
-    if value is None or isinstance(value, str):
-        return value
-    if json_type(value) != "string":
-        named = field if origin == field else f"{field} (sent as {origin})"
-        raise InvalidFieldType(f"{named} must be a string, got {json_type(value)}", field=field)
-    return value
+def _is_null(raw: JsonBytes) -> bool:
+    return len(raw) == len(_NULL) and bytes(raw) == _NULL
 
 
-def _text(value: bytes | str) -> str:
-    return value if isinstance(value, str) else _decode_str(value)
+def _text(raw: JsonBytes) -> str:
+    """A JSON string's text; the common case (no escapes) without a decoder call."""
+    data = bytes(raw)
+    return data[1:-1].decode() if b"\\" not in data else _decode_str(data)
 
 
-def _fragment(value: bytes | str | int) -> Any:
-    return orjson.Fragment(value) if isinstance(value, bytes) else value
-
-
-def convert_event(members_raw: RawObject, shape: Shape, target: Target, ctx: Context) -> Conversion:
+def convert_event(members: RawObject, shape: Shape, target: Target, ctx: Context) -> Conversion:
     """Convert one event body of a detected event shape to `target`."""
-    members = _Members(members_raw)
-    rules = ctx.rules
-    values: dict[str, bytes | str | None] = {}
-    origins: dict[str, str] = {}
-    for field, sources in shape.fields.items():
-        value, origin = _resolve(members, field, sources, rules.defaults.step)
-        if field in _NULL_IS_ABSENT and value == _NULL:
-            value = None
-        values[field], origins[field] = value, origin
+    get = members.get
+    nested: dict[str, RawObject | None] = {}
+    values: dict[str, JsonBytes | None] = {}
+    for plan in shape.plan:
+        # _resolve, inlined: this loop runs nine times per event.
+        value: JsonBytes | None = None
+        origin = plan.field
+        for key in plan.keys:
+            raw = get(key)
+            if raw is not None:
+                if value is not None:
+                    raise _conflict(plan.field, origin, key)
+                value, origin = raw, key
+        if value is None and plan.nested:
+            value, origin = _resolve_nested(
+                members, plan.nested, nested, ctx.rules.defaults.step, plan.field
+            )
+        if value is not None:
+            if plan.field in _NULL_IS_ABSENT and _is_null(value):
+                value = None
+            elif plan.field in _STRING_FIELDS and not is_string(value):
+                named = plan.field if origin == plan.field else f"{plan.field} (sent as {origin})"
+                raise InvalidFieldType(
+                    f"{named} must be a string, got {json_type(value)}", field=plan.field
+                )
+        values[plan.field] = value
 
     raw_execution_id = values["execution_id"]
     if raw_execution_id is None:
         raise MissingField("missing field execution_id", field="execution_id")
-    execution_id = parse_id(_raw(raw_execution_id), "execution_id")
-    event_type = _string(values["event_type"], "event_type", origins["event_type"])
+    execution_id = parse_id(bytes(raw_execution_id), "execution_id")
+    event_type = values["event_type"]
     if event_type is None:
         raise MissingField("missing field event_type (or its alias name)", field="event_type")
-    step = _string(values["step"], "step", origins["step"])
-    if step is None:
+    if values["step"] is None:
         raise MissingField("missing field step", field="step")
-    worker_id = _string(values["worker_id"], "worker_id", origins["worker_id"])
 
-    status, original_status = _status(
-        _string(values["status"], "status", origins["status"]), event_type, ctx
-    )
-    created_at = _string(values["created_at"], "created_at", origins["created_at"])
+    status, original_status = _status(values["status"], event_type, ctx)
+    values["status"] = status
+    created_at = values["created_at"]
     if created_at is None:
-        created_at = render_utc(ctx.now())
+        values["created_at"] = orjson.dumps(render_utc(ctx.now()))
     else:
         validate_timestamp(_text(created_at))
+    values["meta"] = _meta(values["meta"], original_status, ctx)
+    for field in target.omit_null:
+        value = values[field]
+        if value is not None and _is_null(value):
+            values[field] = None
 
     event_id: ExactId | None = None
     minted = False
-    if values["event_id"] is not None:
-        event_id = parse_id(_raw(values["event_id"]), "event_id")
+    raw_event_id = values["event_id"]
+    if raw_event_id is not None:
+        event_id = parse_id(bytes(raw_event_id), "event_id")
     elif ctx.mint == "always" or (ctx.mint == "auto" and target.mint_event_id):
         event_id, minted = ExactId(ctx.minter.next()), True
+    values["execution_id"] = execution_id.encode(target.id_type)
+    values["event_id"] = event_id.encode(target.id_type) if event_id is not None else None
 
-    out_values: dict[str, Any] = {
-        "event_type": event_type,
-        "step": step,
-        "status": status,
-        "created_at": created_at,
-        "context": values["context"],
-        "worker_id": worker_id,
-        "meta": _meta(values["meta"], original_status, rules.defaults.meta_attempts),
-    }
-    out: dict[str, Any] = {}
-    for key in target.keys:
-        if key.id is not None:
-            exact = execution_id if key.field == "execution_id" else event_id
-            if exact is not None:
-                out[key.key] = exact.value if key.id == "integer" else exact.as_string()
-            continue
-        value = out_values[key.field]
-        if key.omit_null and value == _NULL:
-            value = None
+    parts: list[JsonBytes] = []
+    for field, prefix in target.prefixes:
+        value = values[field]
         if value is None:
-            if key.null_when_absent:
-                out[key.key] = None
-            continue
-        out[key.key] = _fragment(value)
-    _pass_through(members_raw, shape.consumed_keys, out)
+            if field not in target.null_when_absent:
+                continue
+            value = _NULL
+        parts.append(prefix)
+        parts.append(value)
+    _pass_through(members, shape.consumed_keys, target.written_keys, parts)
+    parts[0] = parts[0][1:]  # the first prefix carries no comma
+    worker_id = values["worker_id"]
     return Conversion(
         shape=shape.name,
         target=target.name,
-        body=orjson.dumps(out),
+        body=b"".join([b"{", *parts, b"}"]),
         execution_id=str(execution_id.value),
         event_id=str(event_id.value) if event_id is not None else None,
         event_id_minted=minted,
@@ -202,124 +236,140 @@ def convert_event(members_raw: RawObject, shape: Shape, target: Target, ctx: Con
     )
 
 
-def _raw(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else orjson.dumps(value)
-
-
-def _pass_through(members: RawObject, consumed: frozenset[str], out: dict[str, Any]) -> None:
+def _pass_through(
+    members: RawObject, consumed: frozenset[str], written: frozenset[str], parts: list[JsonBytes]
+) -> None:
     """Append every member no field consumed, unchanged, in input order."""
     for key, raw in members.items():
         if key in consumed:
             continue
-        if key in out:
+        if key in written:
             raise ConflictingFields(
                 f"{key} is both an input key and a key the target writes", field=key
             )
-        out[key] = orjson.Fragment(raw)
+        parts.append(_key_prefix(key))
+        parts.append(raw)
 
 
-def _status(value: bytes | str | None, event_type: bytes | str, ctx: Context) -> tuple[Any, Any]:
-    """The status to send and, when normalisation changed it, the original."""
-    rules = ctx.rules
+_KEY_PREFIXES: dict[str, bytes] = {}
+
+
+def _key_prefix(key: str) -> bytes:
+    """`,"key":` for a pass-through key; the usual keys are encoded once per process."""
+    prefix = _KEY_PREFIXES.get(key)
+    if prefix is None:
+        prefix = b"," + orjson.dumps(key) + b":"
+        if len(_KEY_PREFIXES) < 4096:  # bounded: keys come from clients
+            _KEY_PREFIXES[key] = prefix
+    return prefix
+
+
+def _status(
+    value: JsonBytes | None, event_type: JsonBytes, ctx: Context
+) -> tuple[JsonBytes, str | None]:
+    """The status to send (JSON bytes) and, when normalisation changed it, the original."""
     if value is None:
         name = _text(event_type)
-        for needles, status in rules.derive:
-            if any(needle in name for needle in needles):
-                return status, None
-        return rules.derive_otherwise, None
+        for needles, status in ctx.rules.derive:
+            for needle in needles:
+                if needle in name:
+                    return orjson.dumps(status), None
+        return orjson.dumps(ctx.rules.derive_otherwise), None
     if not ctx.normalise_status:
         return value, None
-    text = _text(value)
-    canonical = rules.normalise.get(text.lower())
-    if canonical is None or canonical == text:
+    written = bytes(value)
+    canonical = ctx.normalise.get(written[1:-1].lower())
+    if canonical is None or canonical == written[1:-1]:
         return value, None
-    return canonical, text
+    return b'"' + canonical + b'"', _text(written)
 
 
-def _meta(value: bytes | str | None, original_status: str | None, attempts: int | None) -> Any:
-    """meta with `attempts` and `original_status` added where the rules ask; else unchanged."""
-    if value is not None and (isinstance(value, str) or json_type(value) != "object"):
+def _meta(value: JsonBytes | None, original_status: str | None, ctx: Context) -> JsonBytes | None:
+    """meta with `attempts` and `original_status` added where the rules ask; else as sent."""
+    attempts = ctx.rules.defaults.meta_attempts
+    if value is None:
+        if original_status is None:
+            return ctx.attempts_meta
+        additions = {"attempts": attempts} if attempts is not None else {}
+        return orjson.dumps({**additions, "original_status": original_status})
+    existing = split_nested(value)
+    if existing is None:
         return value  # a meta that is not an object is never touched
-    existing = parse_object_value(value) if value is not None else {}
-    assert existing is not None
-    additions: dict[str, Any] = {}
-    if attempts is not None and "attempts" not in existing:
-        additions["attempts"] = attempts
-    if original_status is not None:
-        additions["original_status"] = original_status
-    if not additions:
+    add_attempts = attempts is not None and "attempts" not in existing
+    if not add_attempts and original_status is None:
         return value
-    merged: dict[str, Any] = {
-        key: orjson.Fragment(raw) for key, raw in existing.items() if key not in additions
-    }
-    merged.update(additions)
-    return orjson.dumps(merged)
+    parts: list[JsonBytes] = []
+    for key, raw in existing.items():
+        if key != "original_status" or original_status is None:
+            parts += (b"," + orjson.dumps(key) + b":", raw)
+    if add_attempts:
+        parts.append(b',"attempts":' + orjson.dumps(attempts))
+    if original_status is not None:
+        parts.append(b',"original_status":' + orjson.dumps(original_status))
+    parts[0] = bytes(parts[0])[1:]
+    return b"".join([b"{", *parts, b"}"])
 
 
-def convert_batch(members_raw: RawObject, shape: Shape, target: Target, ctx: Context) -> Conversion:
+def convert_batch(members: RawObject, shape: Shape, target: Target, ctx: Context) -> Conversion:
     """Convert a batch: its execution_id and each item's aliases; all items or nothing."""
-    execution_id = parse_id(members_raw["execution_id"], "execution_id")
-    items = parse_array_value(members_raw["events"])
+    execution_id = parse_id(bytes(members["execution_id"]), "execution_id")
+    items = split_array(members["events"])
     if len(items) > ctx.batch_max_items:
         raise BatchTooLarge(
             f"the batch has {len(items)} events; at most {ctx.batch_max_items} are allowed",
             field="events",
         )
-    item_sources = {field: ctx.rules.default_fields[field] for field in _BATCH_ITEM_FIELDS}
-    consumed = frozenset(
-        s.key for sources in item_sources.values() for s in sources if s.is_top_level
+    plans = tuple(
+        FieldPlan(field, tuple(s.key for s in sources if s.is_top_level), ())
+        for field, sources in ctx.rules.default_fields.items()
+        if field in _BATCH_ITEM_FIELDS
     )
-    converted = []
+    consumed = frozenset(key for plan in plans for key in plan.keys)
+    converted: list[bytes] = []
     for index, raw in enumerate(items):
         try:
-            converted.append(_convert_item(raw, item_sources, consumed, target))
+            converted.append(_convert_item(raw, plans, consumed, target))
         except EnvelopeError as exc:
             raise InvalidBatchItem(f"events[{index}]: {exc.message}", index=index) from exc
-    out: dict[str, Any] = {}
-    for key, raw in members_raw.items():
+    parts: list[JsonBytes] = []
+    for key, raw in members.items():
+        parts.append(b"," + orjson.dumps(key) + b":")
         if key == "execution_id":
-            by_type = target.batch_id == "integer"
-            out[key] = execution_id.value if by_type else execution_id.as_string()
+            parts.append(execution_id.encode(target.batch_id))
         elif key == "events":
-            out[key] = orjson.Fragment(b"[" + b",".join(converted) + b"]")
+            parts.append(b"[" + b",".join(converted) + b"]")
         else:
-            out[key] = orjson.Fragment(raw)
-    worker_id = members_raw.get("worker_id")
+            parts.append(raw)
+    parts[0] = parts[0][1:]
+    worker_id = members.get("worker_id")
     return Conversion(
         shape=shape.name,
         target=target.name,
-        body=orjson.dumps(out),
+        body=b"".join([b"{", *parts, b"}"]),
         execution_id=str(execution_id.value),
         event_id=None,
         event_id_minted=False,
-        worker_id=_decode_str(worker_id)
-        if worker_id and json_type(worker_id) == "string"
-        else None,
+        worker_id=_text(worker_id) if worker_id is not None and is_string(worker_id) else None,
         batch_size=len(items),
     )
 
 
 def _convert_item(
-    raw: bytes,
-    item_sources: Mapping[str, tuple[Source, ...]],
-    consumed: frozenset[str],
-    target: Target,
+    raw: Raw, plans: tuple[FieldPlan, ...], consumed: frozenset[str], target: Target
 ) -> bytes:
-    item = parse_object_value(raw)
+    item = split_nested(raw)
     if item is None:
         raise InvalidFieldType(f"an item must be a JSON object, got {json_type(raw)}")
-    members = _Members(item)
-    out: dict[str, Any] = {}
-    for field in _BATCH_ITEM_FIELDS:
-        top_level = tuple(s for s in item_sources[field] if s.is_top_level)
-        value, origin = _resolve(members, field, top_level, "")
-        if field == "context":
-            if value is not None:
-                out[target.item_keys[field]] = _fragment(value)
-            continue
-        value = _string(value, field, origin)
+    parts: list[JsonBytes] = []
+    for plan in plans:
+        value, origin = _resolve(item, plan, {}, "")
         if value is None:
-            raise MissingField(f"missing field {field}", field=field)
-        out[target.item_keys[field]] = _fragment(value)
-    _pass_through(item, consumed, out)
-    return orjson.dumps(out)
+            if plan.field == "context":
+                continue
+            raise MissingField(f"missing field {plan.field}", field=plan.field)
+        if plan.field != "context" and not is_string(value):
+            raise InvalidFieldType(f"{origin} must be a string, got {json_type(value)}")
+        parts += (b"," + orjson.dumps(target.item_keys[plan.field]) + b":", value)
+    _pass_through(item, consumed, frozenset(target.item_keys.values()), parts)
+    parts[0] = bytes(parts[0])[1:]
+    return b"".join([b"{", *parts, b"}"])

@@ -6,9 +6,11 @@ event_request: missing field step"), never a bare "unknown".
 
 from __future__ import annotations
 
+from collections.abc import KeysView
 from dataclasses import dataclass
 
 from proxy.envelope.errors import UnknownShape
+from proxy.envelope.jsonbody import QUOTE as _QUOTE
 from proxy.envelope.jsonbody import RawObject, json_type
 from proxy.envelope.rules import Rules, Shape
 
@@ -23,8 +25,9 @@ class Detection:
 
 def detect(members: RawObject, rules: Rules) -> Shape:
     """The first shape in detection order whose traits all hold."""
+    keys = members.keys()
     for shape in rules.shapes:
-        if not _failures(shape, members, stop_early=True):
+        if _matches(shape, members, keys):
             return shape
     raise _closest(members, rules)
 
@@ -35,38 +38,52 @@ def explain(members: RawObject, rules: Rules) -> Detection:
     return Detection(shape=shape.name, matched=tuple(_traits(shape)))
 
 
-def _failures(shape: Shape, members: RawObject, *, stop_early: bool = False) -> list[str]:
+def _matches(shape: Shape, members: RawObject, keys: KeysView[str]) -> bool:
+    """All traits hold: set operations on the keys, then first-byte type checks."""
+    if not shape.required_keys <= keys or not keys.isdisjoint(shape.forbidden):
+        return False
+    if shape.closed and not keys <= shape.allowed_keys:
+        return False
+    if any(len(keys & group) != 1 for group in shape.exactly_one):
+        return False
+    if any(keys.isdisjoint(group) for group in shape.at_least_one):
+        return False
+    for check in shape.typed:
+        raw = members.get(check.key)
+        if raw is None:
+            continue
+        data = bytes(raw)
+        if data[0] not in check.first_bytes:
+            return False
+        if check.integral and data[0] != _QUOTE and (b"." in data or b"e" in data or b"E" in data):
+            return False
+    return True
+
+
+def _failures(shape: Shape, members: RawObject) -> list[str]:
+    """What keeps a body from being `shape`, in words (only for refusals)."""
     failures: list[str] = []
-    for key, types in shape.required:
+    for key, types in (*shape.required, *shape.optional):
         raw = members.get(key)
         if raw is None:
-            failures.append(f"missing field {key}")
+            if (key, types) in shape.required:
+                failures.append(f"missing field {key}")
         elif "any" not in types and json_type(raw) not in types:
             failures.append(f"{key} is {_a(json_type(raw))}, expected {_either(types)}")
-        if failures and stop_early:
-            return failures
-    for key, types in shape.optional:
-        raw = members.get(key)
-        if raw is not None and "any" not in types and json_type(raw) not in types:
-            failures.append(f"{key} is {_a(json_type(raw))}, expected {_either(types)}")
     for group in shape.exactly_one:
-        present = [key for key in group if key in members]
+        present = sorted(key for key in group if key in members)
         if not present:
-            failures.append(f"needs one of {', '.join(group)}")
+            failures.append(f"needs one of {', '.join(sorted(group))}")
         elif len(present) > 1:
             failures.append(f"has both {' and '.join(present)}")
     for group in shape.at_least_one:
         if not any(key in members for key in group):
-            failures.append(f"needs one of {', '.join(group)}")
-    for key in shape.forbidden:
-        if key in members:
-            failures.append(f"has {key}, which {shape.name} does not allow")
-    if shape.closed:
-        failures.extend(
-            f"has {key}, which {shape.name} does not allow"
-            for key in members
-            if key not in shape.allowed_keys
-        )
+            failures.append(f"needs one of {', '.join(sorted(group))}")
+    failures.extend(
+        f"has {key}, which {shape.name} does not allow"
+        for key in members
+        if key in shape.forbidden or (shape.closed and key not in shape.allowed_keys)
+    )
     return failures
 
 
@@ -85,10 +102,10 @@ def _closest(members: RawObject, rules: Rules) -> UnknownShape:
 def _traits(shape: Shape) -> list[str]:
     traits = [f"required {key}: {_either(types)}" for key, types in shape.required]
     traits += [f"optional {key}: {_either(types)}" for key, types in shape.optional]
-    traits += [f"exactly one of {', '.join(group)}" for group in shape.exactly_one]
-    traits += [f"at least one of {', '.join(group)}" for group in shape.at_least_one]
+    traits += [f"exactly one of {', '.join(sorted(group))}" for group in shape.exactly_one]
+    traits += [f"at least one of {', '.join(sorted(group))}" for group in shape.at_least_one]
     if shape.forbidden:
-        traits.append(f"none of {', '.join(shape.forbidden)}")
+        traits.append(f"none of {', '.join(sorted(shape.forbidden))}")
     if shape.closed:
         traits.append("no other keys")
     return traits

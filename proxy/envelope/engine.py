@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from proxy.envelope import validate
-from proxy.envelope.convert import Context, Conversion, convert_batch, convert_event
+from proxy.envelope.convert import Conversion, convert_batch, convert_event, make_context
 from proxy.envelope.detect import Detection, detect, explain
 from proxy.envelope.errors import UnknownShape
 from proxy.envelope.ids import SnowflakeMinter
-from proxy.envelope.jsonbody import parse_object
+from proxy.envelope.jsonbody import split_object
 from proxy.envelope.rules import Rules
 
 
@@ -44,8 +44,8 @@ class Engine:
         self.rules = rules
         self.options = options
         defaults = rules.defaults
-        self._context = Context(
-            rules=rules,
+        self._context = make_context(
+            rules,
             normalise_status=(
                 defaults.normalise_status
                 if options.normalise_status is None
@@ -59,11 +59,11 @@ class Engine:
 
     def detect(self, body: bytes) -> Detection:
         """The shape of a body and the traits that matched."""
-        return explain(parse_object(body, self.options.max_depth), self.rules)
+        return explain(split_object(body, self.options.max_depth), self.rules)
 
     def convert_event(self, body: bytes, target: str) -> Conversion:
         """Convert the body of a `POST /api/events` request to `target`."""
-        members = parse_object(body, self.options.max_depth)
+        members = split_object(body, self.options.max_depth)
         shape = detect(members, self.rules)
         if shape.kind != "event":
             raise UnknownShape(
@@ -73,7 +73,7 @@ class Engine:
 
     def convert_batch(self, body: bytes, target: str) -> Conversion:
         """Convert the body of a `POST /api/events/batch` request to `target`."""
-        members = parse_object(body, self.options.max_depth)
+        members = split_object(body, self.options.max_depth)
         shape = detect(members, self.rules)
         if shape.kind != "batch":
             raise UnknownShape(
@@ -84,7 +84,7 @@ class Engine:
 
     def convert(self, body: bytes, target: str) -> Conversion:
         """Convert a body of any shape, event or batch (what the CLI does)."""
-        members = parse_object(body, self.options.max_depth)
+        members = split_object(body, self.options.max_depth)
         shape = detect(members, self.rules)
         convert = convert_batch if shape.kind == "batch" else convert_event
         return convert(members, shape, self.rules.targets[target], self._context)

@@ -1,8 +1,9 @@
 """Bytes to a top-level JSON object of raw values, with every bound checked first.
 
 The engine never re-serialises a value it does not change: a body is split into its
-top-level members as `msgspec.Raw` slices, so untouched values (a 1 MB context, unknown
-keys, nested numbers) are forwarded byte for byte and cost no extra pass in Python.
+top-level members as `msgspec.Raw` slices of the original bytes, so untouched values (a
+1 MB context, unknown keys, nested numbers) are forwarded byte for byte and cost no extra
+pass in Python. Raw values are buffers: `bytes.join` writes them out without a copy.
 
 Before splitting, three bounds are enforced in C-speed passes: valid UTF-8, nesting depth,
 and integer literals beyond 64 bits (which most JSON stacks, orjson included, silently turn
@@ -18,18 +19,23 @@ import msgspec
 
 from proxy.envelope.errors import InvalidFieldType, InvalidId, InvalidJson, NotAnObject, TooDeep
 
-RawObject = dict[str, bytes]
+Raw = msgspec.Raw
+RawObject = dict[str, msgspec.Raw]
 JsonType = Literal["string", "integer", "number", "boolean", "null", "object", "array"]
 
-_decode_object = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+_decode_object = msgspec.json.Decoder(RawObject).decode
 _decode_array = msgspec.json.Decoder(list[msgspec.Raw]).decode
 
-# The depth pass keeps quotes and brackets only, and folds braces into square brackets:
-# nesting depth does not depend on the bracket kind once the JSON is known to be valid.
+# One translation serves two bounds: digits fold to "0" (a run of 20 is a candidate
+# integer beyond 64 bits) and "{" folds to "[" (fewer openers than the depth limit
+# cannot nest deeper than it).
+_FOLD = bytes.maketrans(b"123456789{", b"000000000[")
+_TWENTY_DIGITS = b"0" * 20
+# The exact depth pass keeps quotes and brackets only, braces folded into square brackets:
+# depth does not depend on the bracket kind once the JSON is known to be valid.
 _NOT_STRUCTURAL = bytes(c for c in range(256) if c not in b'"[]{}')
 _FOLD_BRACES = bytes.maketrans(b"{}", b"[]")
 _STRING_CONTENT = re.compile(rb'"[^"]*"')
-_LONG_DIGITS = re.compile(rb"[0-9]{20}")
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BIG_INTEGER = re.compile(rb"(?<![0-9.eE+])-?[0-9]{20,}(?![0-9.eE])")
 _U64_MAX = 2**64 - 1
@@ -37,59 +43,61 @@ _I64_MIN = -(2**63)
 _ID_FIELDS = frozenset({"execution_id", "event_id"})
 
 
-def parse_object(body: bytes, max_depth: int) -> RawObject:
+def split_object(body: bytes, max_depth: int) -> RawObject:
     """Split a body into its top-level members, or raise the engine's error for it."""
-    if not body.strip():
-        raise InvalidJson("the body is empty")
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidJson(f"the body is not valid UTF-8 (byte {exc.start})") from exc
-    check_depth(body, max_depth)
+    folded = body.translate(_FOLD)
+    if folded.count(b"[") > max_depth:
+        _check_depth(body, max_depth)
     try:
-        members = _split_object(body)
+        members = _decode_object(body)
     except msgspec.ValidationError as exc:
         raise NotAnObject(f"an event body must be a JSON object: {exc}") from exc
     except msgspec.DecodeError as exc:
-        raise InvalidJson(str(exc)) from exc
-    except RecursionError as exc:  # pragma: no cover - check_depth runs first
+        message = "the body is empty" if not body.strip() else str(exc)
+        raise InvalidJson(message) from exc
+    except RecursionError as exc:  # pragma: no cover - the depth check runs first
         raise TooDeep("the body is nested too deeply") from exc
-    if _LONG_DIGITS.search(body):
+    if _TWENTY_DIGITS in folded:
         _refuse_big_integers(members)
     return members
 
 
-def parse_object_value(raw: bytes) -> RawObject | None:
+def split_nested(raw: Raw | bytes) -> RawObject | None:
     """Split a nested raw value into its members, or None when it is not an object."""
-    if raw[:1] != b"{":
+    try:
+        return _decode_object(raw)
+    except msgspec.ValidationError:
         return None
-    return _split_object(raw)
 
 
-def parse_array_value(raw: bytes) -> list[bytes]:
+def split_array(raw: Raw) -> list[Raw]:
     """Split a raw value already known to be an array into its raw items."""
-    return [bytes(item) for item in _decode_array(raw)]
+    return _decode_array(raw)
 
 
-def _split_object(raw: bytes) -> RawObject:
-    return {key: bytes(value) for key, value in _decode_object(raw).items()}
-
-
-def check_depth(body: bytes, max_depth: int) -> None:
+def _check_depth(body: bytes, max_depth: int) -> None:
     """Refuse bodies nested deeper than `max_depth`, without recursion.
 
-    Fewer brackets than the limit cannot nest deeper than it, which settles nearly every
-    body with two counts. Otherwise the brackets outside strings are kept (escaped quotes
-    and backslashes removed first) and innermost pairs are peeled one level per round.
+    Only quotes and brackets are kept (escaped quotes and backslashes removed first).
+    Strings without brackets then read `""` and vanish in one pass; that pass pairs quotes
+    from the left, so if no quote is left every string was bracket-free and what remains
+    is exactly the structure. Otherwise strings are removed one by one (rare). Innermost
+    pairs are then peeled one level per round: one `replace` pass removes only the pairs
+    that were innermost before it started.
     """
-    if body.count(b"{") + body.count(b"[") <= max_depth:
-        return
-    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-    brackets = _STRING_CONTENT.sub(b"", unescaped.translate(_FOLD_BRACES, _NOT_STRUCTURAL))
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = body.translate(_FOLD_BRACES, _NOT_STRUCTURAL).replace(b'""', b"")
+    if b'"' in brackets:
+        brackets = _STRING_CONTENT.sub(b"", body.translate(_FOLD_BRACES, _NOT_STRUCTURAL))
     for _ in range(max_depth):
         if not brackets:
             return
-        brackets = brackets.replace(b"[]", b"")  # one pass peels exactly one level
+        brackets = brackets.replace(b"[]", b"")
     if brackets:
         raise TooDeep(f"the body is nested deeper than {max_depth} levels")
 
@@ -97,9 +105,10 @@ def check_depth(body: bytes, max_depth: int) -> None:
 def _refuse_big_integers(members: RawObject) -> None:
     """Refuse integer literals beyond 64 bits: they cannot be carried exactly downstream."""
     for key, raw in members.items():
-        if not _LONG_DIGITS.search(raw):
+        value = bytes(raw)
+        if _TWENTY_DIGITS not in value.translate(_FOLD):
             continue
-        for match in _BIG_INTEGER.finditer(_JSON_STRING.sub(b'""', raw)):
+        for match in _BIG_INTEGER.finditer(_JSON_STRING.sub(b'""', value)):
             number = int(match.group())
             if number > _U64_MAX or number < _I64_MIN:
                 if key in _ID_FIELDS:
@@ -111,19 +120,25 @@ def _refuse_big_integers(members: RawObject) -> None:
                 )
 
 
-def json_type(raw: bytes) -> JsonType:
-    """The JSON type of a raw value, from its first bytes (the value is known to be valid)."""
-    first = raw[:1]
-    if first == b'"':
-        return "string"
-    if first == b"{":
-        return "object"
-    if first == b"[":
-        return "array"
-    if first in (b"t", b"f"):
-        return "boolean"
-    if first == b"n":
-        return "null"
-    if b"." in raw or b"e" in raw or b"E" in raw:
-        return "number"
-    return "integer"
+_FIRST_BYTE_TYPES: dict[int, JsonType] = {
+    ord('"'): "string",
+    ord("{"): "object",
+    ord("["): "array",
+    ord("t"): "boolean",
+    ord("f"): "boolean",
+    ord("n"): "null",
+}
+QUOTE = ord('"')
+
+
+def json_type(raw: Raw | bytes) -> JsonType:
+    """The JSON type of a raw value, from its bytes (the value is known to be valid)."""
+    kind = _FIRST_BYTE_TYPES.get(memoryview(raw)[0])
+    if kind is not None:
+        return kind
+    number = bytes(raw)
+    return "number" if b"." in number or b"e" in number or b"E" in number else "integer"
+
+
+def is_string(raw: Raw | bytes) -> bool:
+    return memoryview(raw)[0] == QUOTE

@@ -10,6 +10,7 @@ naming the file and line. YAML is read node by node so duplicate keys are caught
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -171,28 +172,55 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
+class FieldPlan:
+    """How one canonical field is found: top-level keys first, then nested sources."""
+
+    field: str
+    keys: tuple[str, ...]  # top-level keys; two of them present is a conflict
+    nested: tuple[Source, ...]  # member, split and default sources, in order
+
+
+_FIRST_BYTES = {
+    "string": b'"',
+    "object": b"{",
+    "array": b"[",
+    "boolean": b"tf",
+    "null": b"n",
+    "integer": b"-0123456789",
+    "number": b"-0123456789",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TypeCheck:
+    """A key's allowed JSON types, as the first bytes a raw value may start with."""
+
+    key: str
+    first_bytes: frozenset[int]
+    integral: bool  # numbers must be integers (no fraction, no exponent)
+
+    @classmethod
+    def of(cls, key: str, types: frozenset[str]) -> TypeCheck:
+        first = frozenset(b for kind in types for b in _FIRST_BYTES[kind])
+        return cls(key, first, "integer" in types and "number" not in types)
+
+
+@dataclass(frozen=True, slots=True)
 class Shape:
     name: str
     summary: str
     kind: Literal["event", "batch"]
     required: tuple[tuple[str, frozenset[str]], ...]
     optional: tuple[tuple[str, frozenset[str]], ...]
-    exactly_one: tuple[tuple[str, ...], ...]
-    at_least_one: tuple[tuple[str, ...], ...]
-    forbidden: tuple[str, ...]
+    exactly_one: tuple[frozenset[str], ...]
+    at_least_one: tuple[frozenset[str], ...]
+    forbidden: frozenset[str]
     closed: bool
     allowed_keys: frozenset[str]
-    fields: Mapping[str, tuple[Source, ...]]
+    required_keys: frozenset[str]
+    typed: tuple[TypeCheck, ...]  # keys whose JSON type is checked
+    plan: tuple[FieldPlan, ...]
     consumed_keys: frozenset[str]  # top-level keys that feed a field: never passed through
-
-
-@dataclass(frozen=True, slots=True)
-class TargetKey:
-    field: str
-    key: str
-    id: Literal["integer", "string"] | None
-    null_when_absent: bool
-    omit_null: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +228,11 @@ class Target:
     name: str
     summary: str
     mint_event_id: bool
-    keys: tuple[TargetKey, ...]
+    id_type: Literal["integer", "string"]  # how both ids are written
+    prefixes: tuple[tuple[str, bytes], ...]  # (field, b',"key":') in output order
+    null_when_absent: frozenset[str]  # fields written as null when they have no value
+    omit_null: frozenset[str]  # fields left out when their value is null
+    written_keys: frozenset[str]
     batch_id: Literal["integer", "string"]
     item_keys: Mapping[str, str]  # canonical item field -> output key
 
@@ -437,6 +469,8 @@ class _Checker:
         self._never_matches(shape_name, model)
         fields = dict(defaults)
         fields.update(self.fields("shapes.yaml", (*where, "fields"), model.fields))
+        required = tuple((key, _types(spec)) for key, spec in model.required.items())
+        optional = tuple((key, _types(spec)) for key, spec in model.optional.items())
         allowed = {*model.required, *model.optional}
         for group in (*model.exactly_one, *model.at_least_one):
             allowed.update(group)
@@ -444,14 +478,27 @@ class _Checker:
             name=shape_name,
             summary=model.summary,
             kind=model.kind,
-            required=tuple((key, _types(spec)) for key, spec in model.required.items()),
-            optional=tuple((key, _types(spec)) for key, spec in model.optional.items()),
-            exactly_one=tuple(tuple(group) for group in model.exactly_one),
-            at_least_one=tuple(tuple(group) for group in model.at_least_one),
-            forbidden=tuple(model.forbidden),
+            required=required,
+            optional=optional,
+            exactly_one=tuple(frozenset(group) for group in model.exactly_one),
+            at_least_one=tuple(frozenset(group) for group in model.at_least_one),
+            forbidden=frozenset(model.forbidden),
             closed=model.closed,
             allowed_keys=frozenset(allowed),
-            fields=fields,
+            required_keys=frozenset(model.required),
+            typed=tuple(
+                TypeCheck.of(key, types)
+                for key, types in (*required, *optional)
+                if "any" not in types
+            ),
+            plan=tuple(
+                FieldPlan(
+                    field=field,
+                    keys=tuple(s.key for s in sources if s.is_top_level),
+                    nested=tuple(s for s in sources if not s.is_top_level),
+                )
+                for field, sources in fields.items()
+            ),
             consumed_keys=frozenset(
                 source.key
                 for sources in fields.values()
@@ -508,6 +555,10 @@ class _Checker:
                     )
                 if source in sources:
                     self.loader.problem(file, location, f"{field}: source {text!r} listed twice")
+                if source.is_top_level and any(not s.is_top_level for s in sources):
+                    self.loader.problem(
+                        file, location, f"{field}: top-level keys must come before nested sources"
+                    )
                 sources.append(source)
             if not texts:
                 self.loader.problem(file, (*where, field), f"{field}: no sources")
@@ -555,14 +606,22 @@ class _Checker:
                         (*where, index),
                         f"{key.field}: `id` is required for id fields and only for them",
                     )
+            id_types = {key.id for key in model.keys if key.id is not None}
+            if len(id_types) > 1:
+                self.loader.problem(
+                    "targets.yaml", where, f"target {name!r} must write both ids the same way"
+                )
             compiled[name] = Target(
                 name=name,
                 summary=model.summary,
                 mint_event_id=model.mint_event_id,
-                keys=tuple(
-                    TargetKey(k.field, k.key, k.id, k.when_absent == "null", k.when_null == "omit")
-                    for k in model.keys
+                id_type=min(id_types) if id_types else "integer",
+                prefixes=tuple(
+                    (key.field, b"," + json.dumps(key.key).encode() + b":") for key in model.keys
                 ),
+                null_when_absent=frozenset(k.field for k in model.keys if k.when_absent == "null"),
+                omit_null=frozenset(k.field for k in model.keys if k.when_null == "omit"),
+                written_keys=frozenset(keys),
                 batch_id=model.batch.execution_id,
                 item_keys={str(field): key for field, key in model.batch.item_keys.items()},
             )
