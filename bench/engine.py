@@ -133,9 +133,8 @@ def main() -> int:
                 worst[label] = max(worst[label], ratio)
                 name = f"{shape} ({len(body) / 1024:.1f} KiB)"
                 print(f"{name:<28}{target:<16}{ours:>11.2f}{plain:>11.2f}{ratio:>7.2f}x")
-    print(
-        f"worst ratio ~1 KB: {worst['1KB']:.2f}x (floor 2.0x); 1 MB: {worst['1MB']:.2f}x (floor 1.3x)"
-    )
+    print(f"worst ratio ~1 KB: {worst['1KB']:.2f}x (floor 2.0x)")
+    print(f"worst ratio ~1 MB: {worst['1MB']:.2f}x (floor 1.3x)")
     return 0
 
 
