@@ -1,0 +1,263 @@
+"""Settings: defaults, precedence of file < env < flags, validation messages, redaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy.config import (
+    ConfigError,
+    Settings,
+    check_config,
+    keep_start_only,
+    load_settings,
+    redacted,
+    restart_needed,
+    split_host_port,
+)
+
+
+def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems_of(config_file: Path | None, **kwargs: object) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_file, **kwargs)  # type: ignore[arg-type]
+    return "\n".join(caught.value.problems)
+
+
+def test_defaults_match_the_documented_schema() -> None:
+    """With nothing given, every setting has the value the configuration reference documents."""
+    settings = load_settings(None, environ={})
+    assert settings.listen == "0.0.0.0:8080"
+    assert settings.admin_listen == "0.0.0.0:9090"
+    assert settings.rules_dir is None
+    assert settings.workers == 1
+    assert settings.upstream.url == "http://127.0.0.1:8082"
+    assert settings.upstream.version == "auto"
+    assert settings.upstream.probe_interval_seconds == 30
+    assert settings.upstream.connect_timeout_seconds == 2
+    assert settings.upstream.timeout_seconds == 25
+    assert settings.upstream.pool_size == 100
+    assert settings.limits.max_body_bytes == 2_097_152
+    assert settings.limits.max_json_depth == 64
+    assert settings.limits.batch_max_items == 256
+    assert settings.limits.max_inflight == 1024
+    assert settings.limits.body_read_timeout_seconds == 10
+    assert settings.envelope.normalise_status is True
+    assert settings.envelope.mint == "auto"
+    assert settings.envelope.machine_id == 0
+    assert settings.lifecycle.drain_seconds == 5
+    assert settings.lifecycle.shutdown_timeout_seconds == 20
+    assert settings.clients.sources == ("header:X-NoETL-Client", "worker_id", "user_agent", "peer")
+    assert settings.clients.max_clients == 500
+    assert settings.clients.state_file is None
+    assert settings.clients.sunset_window_seconds == 86400
+    assert settings.shadow is False
+    assert settings.tracing.otlp_endpoint is None
+    assert settings.tracing.service_name == "envelope-proxy"
+
+
+def test_file_then_env_then_flags_win_in_that_order(tmp_path: Path) -> None:
+    """A setting given by file, env and flag takes the flag; file and env fill the rest."""
+    config = write(
+        tmp_path,
+        "upstream:\n  url: http://file:1\n  version: v1\n  pool_size: 7\nshadow: true\n",
+    )
+    environ = {
+        "ENVELOPE_PROXY_UPSTREAM__URL": "http://env:2",
+        "ENVELOPE_PROXY_UPSTREAM__VERSION": "v2",
+    }
+    settings = load_settings(config, {"upstream.url": "http://flag:3"}, environ=environ)
+    assert settings.upstream.url == "http://flag:3"
+    assert settings.upstream.version == "v2"
+    assert settings.upstream.pool_size == 7
+    assert settings.shadow is True
+
+
+def test_env_values_are_parsed_nested_and_lists_as_json() -> None:
+    """`__` nests env variables, numbers and booleans parse, a list is given as JSON."""
+    settings = load_settings(
+        None,
+        environ={
+            "ENVELOPE_PROXY_LIMITS__MAX_INFLIGHT": "12",
+            "ENVELOPE_PROXY_SHADOW": "true",
+            "ENVELOPE_PROXY_CLIENTS__SOURCES": '["header:X-Team", "peer"]',
+            "ENVELOPE_PROXY_NO_UVLOOP": "1",
+        },
+    )
+    assert settings.limits.max_inflight == 12
+    assert settings.shadow is True
+    assert settings.clients.sources == ("header:X-Team", "peer")
+
+
+def test_process_environment_is_not_read_when_a_mapping_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`environ=` replaces os.environ entirely (tests and reloads see only what they pass)."""
+    monkeypatch.setenv("ENVELOPE_PROXY_WORKERS", "9")
+    assert load_settings(None, environ={}).workers == 1
+    assert load_settings(None).workers == 9
+
+
+@pytest.mark.parametrize("version", ["auto", "v1", "v2", "2.9.0", "3.83.1"])
+def test_upstream_version_accepts_modes_and_releases(version: str) -> None:
+    """`upstream.version` takes auto, v1, v2 or an X.Y.Z release."""
+    settings = load_settings(None, {"upstream.version": version}, environ={})
+    assert settings.upstream.version == version
+
+
+def test_unquoted_release_in_yaml_asks_for_quotes(tmp_path: Path) -> None:
+    """YAML reads `2.9` as a float; the error names the setting, the file and the fix."""
+    config = write(tmp_path, "upstream:\n  version: 2.9\n")
+    message = problems_of(config, environ={})
+    assert "upstream.version" in message
+    assert "quoted string" in message
+    assert str(config) in message
+
+
+@pytest.mark.parametrize("bad", ["latest", "2.9", "v3", "2.9.0-rc1", ""])
+def test_upstream_version_rejects_anything_else(bad: str) -> None:
+    """Any other version string is refused with the accepted forms in the message."""
+    message = problems_of(None, overrides={"upstream.version": bad}, environ={})
+    assert message.startswith("upstream.version: must be auto, v1, v2 or a release X.Y.Z")
+    assert "[from command line]" in message
+
+
+def test_unknown_keys_are_errors_in_file_and_env(tmp_path: Path) -> None:
+    """A misspelt key in the file or under a known env section fails, naming where it came from."""
+    config = write(tmp_path, "upstrem:\n  url: http://x:1\n")
+    message = problems_of(config, environ={"ENVELOPE_PROXY_LIMITS__MAX_BODY": "5"})
+    assert f"upstrem: unknown setting [from config file {config}]" in message
+    assert (
+        "limits.max_body: unknown setting [from environment ENVELOPE_PROXY_LIMITS__MAX_BODY]"
+        in message
+    )
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    """Several invalid values give one line each, naming the setting and what is wrong."""
+    message = problems_of(
+        None,
+        overrides={
+            "listen": "8080",
+            "envelope.machine_id": 1024,
+            "upstream.url": "ftp://host",
+            "limits.max_inflight": 0,
+            "envelope.mint": "sometimes",
+        },
+        environ={},
+    )
+    lines = message.splitlines()
+    assert len(lines) == 5
+    assert any(line.startswith("listen: must be HOST:PORT") for line in lines)
+    assert any(
+        line.startswith("envelope.machine_id: Input should be less than or") for line in lines
+    )
+    assert any(
+        line.startswith("upstream.url: must be an http:// or https:// URL") for line in lines
+    )
+    assert any(line.startswith("limits.max_inflight: Input should be greater") for line in lines)
+    assert any(line.startswith("envelope.mint: Input should be 'auto'") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: 1\na: 2\n", "duplicate key 'a'"),
+        ("- listen\n", "the top level must be a mapping"),
+        ("listen: [\n", "invalid YAML"),
+    ],
+)
+def test_malformed_files_are_refused(tmp_path: Path, text: str, expected: str) -> None:
+    """Duplicate keys (which PyYAML would silently merge), non-mappings and bad YAML fail."""
+    assert expected in problems_of(write(tmp_path, text), environ={})
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    """A config path that does not exist is reported, not a traceback."""
+    message = problems_of(tmp_path / "absent.yaml", environ={})
+    assert "cannot read it" in message
+
+
+def test_empty_file_means_defaults(tmp_path: Path) -> None:
+    """An empty YAML file is a valid configuration of defaults."""
+    assert load_settings(write(tmp_path, ""), environ={}) == Settings()
+
+
+def test_host_port_forms() -> None:
+    """HOST:PORT parses IPv4, names and bracketed IPv6; malformed forms are refused."""
+    assert split_host_port("0.0.0.0:8080") == ("0.0.0.0", 8080)
+    assert split_host_port("localhost:0") == ("localhost", 0)
+    assert split_host_port("[::1]:9090") == ("::1", 9090)
+    for bad in ("8080", ":80", "host:", "::1:80", "host:70000", "host:port"):
+        with pytest.raises(ValueError, match=r"must be|port"):
+            split_host_port(bad)
+
+
+def test_redacted_hides_credentials_and_secret_looking_values() -> None:
+    """/config shows URLs without user:password and never a secret-looking value."""
+    settings = load_settings(
+        None,
+        {
+            "upstream.url": "https://admin:hunter2@noetl.internal:8082/base",
+            "tracing.otlp_endpoint": "http://user:pw@collector:4318",
+        },
+        environ={},
+    )
+    shown = redacted(settings)
+    assert shown["upstream"]["url"] == "https://***@noetl.internal:8082/base"
+    assert shown["tracing"]["otlp_endpoint"] == "http://***@collector:4318"
+    assert "hunter2" not in repr(shown)
+    assert shown["listen"] == "0.0.0.0:8080"
+    assert shown["clients"]["sources"] == [
+        "header:X-NoETL-Client",
+        "worker_id",
+        "user_agent",
+        "peer",
+    ]
+
+
+def test_restart_only_settings_are_reported_and_kept() -> None:
+    """A reload keeps listen addresses, workers and pool size, and says they changed."""
+    old = load_settings(None, environ={})
+    new = load_settings(
+        None,
+        {
+            "listen": "127.0.0.1:1",
+            "workers": 2,
+            "upstream.pool_size": 3,
+            "upstream.url": "http://b:1",
+        },
+        environ={},
+    )
+    assert restart_needed(old, new) == ["listen", "workers", "upstream.pool_size"]
+    applied = keep_start_only(old, new)
+    assert applied.listen == old.listen
+    assert applied.workers == old.workers
+    assert applied.upstream.pool_size == old.upstream.pool_size
+    assert applied.upstream.url == "http://b:1"
+    assert restart_needed(old, applied) == []
+
+
+def test_check_config_accepts_a_valid_file(tmp_path: Path) -> None:
+    """`check` finds nothing wrong with a valid file using the built-in rules."""
+    config = write(tmp_path, "upstream:\n  url: http://noetl:8082\n  version: '2.9.0'\n")
+    assert check_config(config) == []
+
+
+def test_check_config_reports_config_and_rules_problems(tmp_path: Path) -> None:
+    """`check` lists config problems, and problems of the rules directory the file names."""
+    bad_config = write(tmp_path, "workers: 0\n")
+    assert check_config(bad_config)[0].startswith("workers: Input should be greater")
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "shapes.yaml").write_text("shapes: nope\n", encoding="utf-8")
+    config = write(tmp_path, f"rules_dir: {rules}\n", name="with-rules.yaml")
+    problems = check_config(config)
+    assert problems
+    assert all(line.startswith(f"rules_dir {rules}: ") for line in problems)
