@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.cli import main
 from proxy.config import Settings
+from proxy.emulator import create_emulator_app
 from proxy.observability import ObservabilityExtension, build_extension
 from proxy.server.admin import create_admin_app
 from proxy.server.app import SERVER_KWARGS, create_app
@@ -48,35 +49,27 @@ OTEL_VARS = (
 
 @dataclass
 class Upstream:
-    """A loopback stand-in for a Rust control plane 2.19.1: health, events, batches."""
+    """The NoETL emulator, plus the headers of each request it answered."""
 
-    server: TestServer | None = None
-    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    next_id: int = 612_000_000_000_000_000
-    answer_status: int = 200
+    server: TestServer
+    headers: list[dict[str, str]] = field(default_factory=list)
 
-    def mint(self) -> int:
-        self.next_id += 1
-        return self.next_id
+    async def record_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        if request.path.startswith("/api/events"):
+            self.headers.append(dict(request.headers))
 
-    async def health(self, request: web.Request) -> web.Response:
-        body = {"status": "ok", "database": "ok", "nats": "ok", "uptime_seconds": 5}
-        return web.json_response({**body, "version": "2.19.1"})
+    async def control(self, method: str, path: str, body: object = None) -> Any:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, self.server.make_url(path), json=body) as response,
+        ):
+            assert response.status < 300, await response.text()
+            return orjson.loads(await response.read())
 
-    async def event(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.requests.append((dict(request.headers), body))
-        if self.answer_status != 200:
-            return web.json_response(
-                {"error": "refused", "status": "error"}, status=self.answer_status
-            )
-        return web.json_response({"status": "ok", "event_id": self.mint(), "commands_generated": 0})
-
-    async def batch(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.requests.append((dict(request.headers), body))
-        ids = [self.mint() for _ in orjson.loads(body)["events"]]
-        return web.json_response({"status": "ok", "event_ids": ids})
+    async def last_body(self) -> dict[str, Any]:
+        requests = await self.control("GET", "/_emulator/requests")
+        result: dict[str, Any] = orjson.loads(requests[-1]["body"])
+        return result
 
 
 @dataclass
@@ -134,15 +127,22 @@ def receiver() -> Iterator[OtlpReceiver]:
         yield rx
 
 
-async def start_stack(aiohttp_server: Any, config: dict[str, Any]) -> Stack:
-    upstream = Upstream()
-    up_app = web.Application()
-    up_app.router.add_get("/api/health", upstream.health)
-    up_app.router.add_post("/api/events", upstream.event)
-    up_app.router.add_post("/api/events/batch", upstream.batch)
-    upstream.server = await aiohttp_server(up_app)
+async def start_stack(
+    aiohttp_server: Any, config: dict[str, Any], profile: str = "rust-2.19.1"
+) -> Stack:
+    """Emulator, proxy and admin listener on loopback; `config` is merged into the settings."""
+    emulator = create_emulator_app(profile, fast=True)
+    holder_up: list[Upstream] = []
+
+    async def record(request: web.Request, response: web.StreamResponse) -> None:
+        await holder_up[0].record_headers(request, response)
+
+    emulator.on_response_prepare.append(record)
+    upstream = Upstream(await aiohttp_server(emulator))
+    holder_up.append(upstream)
+    url = str(upstream.server.make_url("/")).rstrip("/")
     settings = Settings.model_validate(
-        {"upstream": {"url": str(upstream.server.make_url("/")).rstrip("/")}, **config}
+        {**config, "upstream": {**config.get("upstream", {}), "url": url}}
     )
     holder: list[web.Application] = []
     ext = build_extension(settings, engine_provider=lambda: holder[0][STATE].snapshot.engine)
@@ -192,10 +192,11 @@ async def test_each_event_has_a_server_span_found_by_its_event_id(
     assert span.attributes["noetl.upstream.version"] == "2.19.1"
     assert isinstance(span.attributes["noetl.execution_id"], str)
     assert span.status == "UNSET"
-    forwarded = orjson.loads(traced.upstream.requests[-1][1])
+    forwarded = await traced.upstream.last_body()
     assert span.attributes["noetl.execution_id"] == str(forwarded["execution_id"])
-    if "event_id" in forwarded:
-        assert span.attributes["noetl.request_event_id"] == str(forwarded["event_id"])
+    # Rust 2.19.1 stores the id the proxy forwarded: one id, no second attribute.
+    assert str(forwarded["event_id"]) == span.attributes["noetl.event_id"]
+    assert "noetl.request_event_id" not in span.attributes
 
 
 async def test_upstream_traceparent_continues_the_trace_through_the_client_span(
@@ -212,7 +213,7 @@ async def test_upstream_traceparent_continues_the_trace_through_the_client_span(
     (client,) = [s for s in spans if s.kind == "CLIENT" and s.parent_span_id == server.span_id]
     assert server.trace_id == client.trace_id == CALLER_TRACE
     assert server.parent_span_id == CALLER_SPAN
-    headers, _ = traced.upstream.requests[-1]
+    headers = traced.upstream.headers[-1]
     _, trace_id, parent_id, _ = headers["traceparent"].split("-")
     assert trace_id == CALLER_TRACE
     assert parent_id == client.span_id
@@ -239,7 +240,7 @@ async def test_rejections_and_upstream_failures_mark_the_span_as_error(
     """A refused body and an upstream 409 both end as ERROR spans with a code."""
     status, _ = await traced.post(b'{"hello": "world"}', client="bad")
     assert status == 422
-    traced.upstream.answer_status = 409
+    await traced.upstream.control("POST", "/_emulator/faults", {"status": 409})
     status, _ = await traced.post("rust_event_request__v1_legacy_full", client="dup")
     assert status == 409
     spans = await traced.spans(receiver, 3)
@@ -257,6 +258,56 @@ async def test_rejections_and_upstream_failures_mark_the_span_as_error(
         for s in metrics["envelope_proxy_events_total"]
     }
     assert outcomes == {("bad", "rejected"): 1, ("dup", "upstream_rejected"): 1}
+
+
+async def test_a_legacy_upstream_id_keys_the_span_and_the_sent_id_is_kept(
+    aiohttp_server: Any, receiver: OtlpReceiver
+) -> None:
+    """The Python server mints its own id: the span has both, the stored one as the key."""
+    stack = await start_stack(
+        aiohttp_server, {"tracing": {"otlp_endpoint": receiver.endpoint}}, profile="python"
+    )
+    sample = "executor_event__command_completed_full"
+    sent_id = str(orjson.loads(sample_bytes(sample))["event_id"])
+    status, answer = await stack.post(sample, client="svc")
+    assert status == 200
+    await stack.spans(receiver, 2)
+    assert str(answer["event_id"]) != sent_id
+    span = server_span(receiver, str(answer["event_id"]))
+    assert span.attributes["noetl.request_event_id"] == sent_id
+    assert span.attributes["noetl.envelope.target"] == "event_request"
+    assert "noetl.upstream.version" not in span.attributes
+    (info,) = (await stack.metrics())["envelope_proxy_upstream_target_info"]
+    assert info.labels == {"target": "event_request", "version": "unversioned"}
+
+
+async def test_upstream_5xx_and_timeouts_count_as_upstream_failed(
+    aiohttp_server: Any, receiver: OtlpReceiver
+) -> None:
+    """A relayed 500 and an upstream timeout are both `upstream_failed` with ERROR spans."""
+    stack = await start_stack(
+        aiohttp_server,
+        {"tracing": {"otlp_endpoint": receiver.endpoint}, "upstream": {"timeout_seconds": 0.5}},
+    )
+    await stack.upstream.control("POST", "/_emulator/faults", {"status": 500})
+    status, _ = await stack.post("executor_event__call_done_inline_result", client="five")
+    assert status == 500
+    await stack.upstream.control("POST", "/_emulator/faults", {"hang": True})
+    status, problem = await stack.post("executor_event__call_done_inline_result", client="slow")
+    assert status == 504
+    await stack.upstream.control("DELETE", "/_emulator/faults")
+    spans = await stack.spans(receiver, 4)
+    servers = {s.attributes["noetl.client"]: s for s in spans if s.kind == "SERVER"}
+    assert servers["five"].status == "ERROR"
+    assert servers["five"].attributes["noetl.outcome"] == "upstream_failed"
+    assert servers["five"].attributes["noetl.upstream.status_code"] == 500
+    assert servers["slow"].status == "ERROR"
+    assert servers["slow"].attributes["noetl.error.code"] == problem["code"]
+    outcomes = {
+        (s.labels["client"], s.labels["outcome"]): s.value
+        for s in (await stack.metrics())["envelope_proxy_events_total"]
+    }
+    assert outcomes == {("five", "upstream_failed"): 1, ("slow", "upstream_failed"): 1}
 
 
 async def test_payloads_and_meta_never_reach_spans(traced: Stack, receiver: OtlpReceiver) -> None:
@@ -339,6 +390,5 @@ async def test_without_tracing_no_middleware_and_the_header_passes_untouched(
     traceparent = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
     status, _ = await stack.post("executor_event__call_done_inline_result", traceparent=traceparent)
     assert status == 200
-    headers, _ = stack.upstream.requests[-1]
-    assert headers["traceparent"] == traceparent
+    assert stack.upstream.headers[-1]["traceparent"] == traceparent
     assert receiver.spans == []
