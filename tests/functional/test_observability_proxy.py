@@ -44,6 +44,7 @@ OTEL_VARS = (
     "OTEL_TRACES_SAMPLER",
     "OTEL_TRACES_SAMPLER_ARG",
     "OTEL_SDK_DISABLED",
+    "OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS",
 )
 
 
@@ -211,6 +212,7 @@ async def test_upstream_traceparent_continues_the_trace_through_the_client_span(
     spans = await traced.spans(receiver, 2)
     server = server_span(receiver, str(answer["event_id"]))
     (client,) = [s for s in spans if s.kind == "CLIENT" and s.parent_span_id == server.span_id]
+    assert client.name == "POST"
     assert server.trace_id == client.trace_id == CALLER_TRACE
     assert server.parent_span_id == CALLER_SPAN
     headers = traced.upstream.headers[-1]
