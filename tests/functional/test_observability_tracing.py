@@ -98,3 +98,31 @@ def test_sdk_disabled_turns_tracing_off(monkeypatch: pytest.MonkeyPatch) -> None
     )
     assert ext.tracer_provider is None
     assert ext.server_middlewares() == ()
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        pytest.param("garbage", id="garbage"),
+        pytest.param(f"00-{'0' * 32}-{CALLER_SPAN}-01", id="zero-trace-id"),
+        pytest.param(f"ff-{CALLER_TRACE}-{CALLER_SPAN}-01", id="version-ff"),
+        pytest.param(f"00-{CALLER_TRACE}-{'0' * 16}-01", id="zero-parent-id"),
+    ],
+)
+async def test_a_malformed_traceparent_starts_a_new_trace(
+    aiohttp_server: Any, receiver: OtlpReceiver, traceparent: str
+) -> None:
+    """An invalid inbound traceparent is ignored: the request succeeds under a new root span."""
+    stack = await start_stack(aiohttp_server, {"tracing": {"otlp_endpoint": receiver.endpoint}})
+    status, answer = await stack.post(SAMPLE, traceparent=traceparent)
+    assert status == 200
+    await stack.spans(receiver, 2)
+    (server,) = [
+        s
+        for s in receiver.with_attribute("noetl.event_id", str(answer["event_id"]))
+        if s.kind == "SERVER"
+    ]
+    assert server.parent_span_id is None
+    assert server.trace_id not in (CALLER_TRACE, "0" * 32)
+    sent = stack.upstream.headers[-1]["traceparent"]
+    assert sent.split("-")[1] == server.trace_id
