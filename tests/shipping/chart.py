@@ -109,11 +109,17 @@ def kinds(objects: list[Manifest]) -> list[str]:
     return sorted(o["kind"] for o in objects)
 
 
-def config_yaml(objects: list[Manifest]) -> dict[str, Any]:
-    """The proxy's config.yaml as rendered into its ConfigMap, parsed."""
+def config_text(objects: list[Manifest]) -> str:
+    """The proxy's config.yaml exactly as rendered into its ConfigMap."""
     maps = [o for o in objects if o["kind"] == "ConfigMap" and "config.yaml" in o.get("data", {})]
     assert len(maps) == 1, f"expected one ConfigMap with config.yaml, got {len(maps)}"
-    data = yaml.safe_load(maps[0]["data"]["config.yaml"])
+    text: str = maps[0]["data"]["config.yaml"]
+    return text
+
+
+def config_yaml(objects: list[Manifest]) -> dict[str, Any]:
+    """The proxy's config.yaml as rendered into its ConfigMap, parsed."""
+    data = yaml.safe_load(config_text(objects))
     assert isinstance(data, dict)
     return data
 

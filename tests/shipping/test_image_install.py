@@ -27,8 +27,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.samples import sample_bytes
 from tests.shipping import dockerfile
-from tests.shipping.chart import EXAMPLES, HOST_EXAMPLE, config_yaml, load_yaml, merge_values
+from tests.shipping.chart import EXAMPLES, HOST_EXAMPLE, config_text, load_yaml, merge_values
 from tests.shipping.chart import render as render_chart
 
 LOCK = dockerfile.REPO / "requirements.lock"
@@ -61,8 +62,8 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     builder = dockerfile.stage("builder")
     runtime = dockerfile.stage("runtime")
     venv_default = builder.one("ARG").value.partition("=")[2]
-    fs = dockerfile.FakeRoot(root / "fs")
-    fs.build_args = {"VENV": str(fs.path(venv_default))}
+    venv_path = root / "fs" / venv_default.lstrip("/")
+    fs = dockerfile.FakeRoot(root / "fs", build_args={"VENV": str(venv_path)})
     shim = dockerfile.python_shim(root / "shim")
     build_env = clean_environ() | {"PATH": dockerfile.search_path(shim)}
     started = time.monotonic()
@@ -128,7 +129,9 @@ def rendered_config(host_chart: Path, version: str) -> str:
             }
         },
     )
-    return yaml.safe_dump(config_yaml(render_chart(helm_values, host_chart)))
+    text = config_text(render_chart(helm_values, host_chart))
+    assert yaml.safe_load(text)["upstream"]["version"] == version
+    return text
 
 
 def get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
@@ -153,9 +156,10 @@ def wait_for(predicate: Any, what: str, limit: float = 20.0) -> None:
 
 @dataclass
 class Running:
-    """A proxy process started from the replayed image."""
+    """A proxy process started from the replayed image, in front of the emulator."""
 
     process: subprocess.Popen[bytes]
+    proxy: str
     admin: str
     config_dir: Path
     host_chart: Path
@@ -167,55 +171,88 @@ class Running:
         return status, data
 
 
+def start(argv: list[str], image: Image, log: Path, env: dict[str, str] | None = None) -> Any:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            argv, cwd=image.workdir, env=env or image.env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=10)
+
+
 @pytest.fixture
-def serve(image: Image, host_chart: Path, tmp_path: Path) -> Iterator[Running]:
-    """`envelope-proxy serve --config /etc/envelope-proxy/config.yaml` from the replayed image,
-    on free loopback ports, with the chart's config (version v1) in a kubelet-style mount."""
-    if (
-        "serve"
-        not in subprocess.run(
-            [str(image.venv / "bin" / "envelope-proxy"), "--help"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout
-    ):
-        pytest.skip("the serve command is not in this build yet")
+def emulator(image: Image, tmp_path: Path) -> Iterator[str]:
+    """The image's NoETL emulator (Rust 2.19.1 profile) on a free loopback port."""
+    port = free_port()
+    argv = ["envelope-proxy", "upstream", "--emulate", "rust-2.19.1"]
+    argv += ["--listen", f"127.0.0.1:{port}", "--db", str(tmp_path / "events.db")]
+    log = tmp_path / "emulator.log"
+    process = start(argv, image, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(
+            lambda: process.poll() is not None or get(url + "/api/health")[0] == 200,
+            "the emulator",
+        )
+        assert process.poll() is None, log.read_text(encoding="utf-8")
+        yield url
+    finally:
+        stop(process)
+
+
+@pytest.fixture
+def serve(image: Image, host_chart: Path, emulator: str, tmp_path: Path) -> Iterator[Running]:
+    """`envelope-proxy serve --config /etc/envelope-proxy/config.yaml` from the replayed image
+    with the chart's config (version auto) in a kubelet-style mount, in front of the emulator.
+    Listen addresses and the upstream come from flags, the state file from the environment,
+    as a pod's args and env would override them."""
     config_dir = tmp_path / CONFIG_DIR.lstrip("/")
-    kubelet_write(config_dir, {"config.yaml": rendered_config(host_chart, "v1")}, generation=1)
-    cmd = [config_dir / "config.yaml" if arg.startswith(CONFIG_DIR) else arg for arg in image.cmd]
-    proxy_port, admin_port, closed_port = free_port(), free_port(), free_port()
-    argv = [
-        *image.entrypoint,
-        *(str(a) for a in cmd),
-        "--listen",
-        f"127.0.0.1:{proxy_port}",
-        "--admin-listen",
-        f"127.0.0.1:{admin_port}",
-        "--upstream",
-        f"http://127.0.0.1:{closed_port}",
-    ]
+    kubelet_write(config_dir, {"config.yaml": rendered_config(host_chart, "auto")}, generation=1)
+    cmd = [str(config_dir / "config.yaml") if a.startswith(CONFIG_DIR) else a for a in image.cmd]
+    proxy_port, admin_port = free_port(), free_port()
+    argv = [*image.entrypoint, *cmd]
+    argv += ["--listen", f"127.0.0.1:{proxy_port}", "--admin-listen", f"127.0.0.1:{admin_port}"]
+    argv += ["--upstream", emulator]
     state = tmp_path / "state"
     state.mkdir()
     env = image.env | {"ENVELOPE_PROXY_CLIENTS__STATE_FILE": str(state / "clients.json")}
     log = tmp_path / "proxy.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            argv, cwd=image.workdir, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    running = Running(process, f"http://127.0.0.1:{admin_port}", config_dir, host_chart, log)
+    process = start(argv, image, log, env)
+    running = Running(
+        process,
+        f"http://127.0.0.1:{proxy_port}",
+        f"http://127.0.0.1:{admin_port}",
+        config_dir,
+        host_chart,
+        log,
+    )
     try:
         wait_for(
-            lambda: process.poll() is not None or get(running.admin + "/healthz")[0] == 200,
-            "/healthz",
+            lambda: process.poll() is not None or running.readyz()[0] == 200,
+            "/readyz",
         )
         assert process.poll() is None, log.read_text(encoding="utf-8")
         yield running
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)
+
+
+def post_event(running: Running, sample: str, client: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(
+        running.proxy + "/api/events",
+        data=sample_bytes(sample),
+        headers={"Content-Type": "application/json", "X-NoETL-Client": client},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
 
 
 def test_builder_venv_holds_only_locked_runtime_dependencies(image: Image) -> None:
@@ -272,7 +309,8 @@ def test_entrypoint_starts_from_the_venv(image: Image) -> None:
 
 
 def test_healthcheck_command_passes_against_serve(image: Image, serve: Running) -> None:
-    """The image's HEALTHCHECK command succeeds against the running admin listener."""
+    """The image's HEALTHCHECK command succeeds against the running admin listener, and the
+    proxy has detected the emulated upstream's version (auto -> executor_event)."""
     argv = dockerfile.stage("runtime").one("HEALTHCHECK").exec_form()
     port = serve.admin.rsplit(":", 1)[1]
     argv = [a.replace("127.0.0.1:9090", f"127.0.0.1:{port}") for a in argv]
@@ -280,22 +318,22 @@ def test_healthcheck_command_passes_against_serve(image: Image, serve: Running) 
     assert result.returncode == 0, result.stderr
     status, body = serve.readyz()
     assert status == 200, body
-    assert body["target"] == "event_request"
-    assert body["version_mode"] == "v1"
+    assert body["version_mode"] == "auto"
+    assert body["upstream_version"] == "2.19.1"
+    assert body["target"] == "executor_event"
 
 
-def test_version_flip_reaches_the_running_proxy(serve: Running) -> None:
-    """A ConfigMap update (kubelet `..data` swap) to version v2 is applied without restart."""
-    assert serve.readyz()[1]["target"] == "event_request"
-    flipped = rendered_config(serve.host_chart, "v2")
-    kubelet_write(serve.config_dir, {"config.yaml": flipped}, generation=2)
-    wait_for(lambda: serve.readyz()[1]["target"] == "executor_event", "the flip to v2")
-    assert serve.process.poll() is None
-    assert serve.readyz()[1]["version_mode"] == "v2"
-
-
-def test_runbook_check_script(image: Image, serve: Running) -> None:
-    """examples/check-proxy.sh prints readiness, the target in use and the client ledger."""
+def test_events_flow_and_the_runbook_check_script_reports_them(
+    image: Image, serve: Running
+) -> None:
+    """A legacy and a canonical producer go through the proxy to the emulator; then
+    examples/check-proxy.sh shows readiness, the target and the legacy client."""
+    for sample, client in (
+        ("python_event_request__legacy_worker", "legacy-worker"),
+        ("executor_event__call_done_inline_result", "new-worker"),
+    ):
+        status, body = post_event(serve, sample, client)
+        assert 200 <= status < 300, (sample, status, body, serve.log.read_text(encoding="utf-8"))
     result = subprocess.run(
         ["sh", str(EXAMPLES / "check-proxy.sh"), serve.admin],
         env=image.env,
@@ -306,10 +344,32 @@ def test_runbook_check_script(image: Image, serve: Running) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert '"status":"ready"' in result.stdout
-    assert re.search(
-        r'^envelope_proxy_upstream_target_info\{target="event_request"', result.stdout, re.M
+    target_line = r'^envelope_proxy_upstream_target_info\{target="executor_event"'
+    assert re.search(target_line, result.stdout, re.M), result.stdout
+    clients = result.stdout.split("== clients", 1)[1]
+    assert "legacy-worker" in clients
+    assert "new-worker" in clients
+    ledger = subprocess.run(
+        ["envelope-proxy", "clients", "--admin", serve.admin, "--json"],
+        env=image.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
-    assert "== clients" in result.stdout
+    assert json.loads(ledger.stdout)["ready_to_sunset_v1"] is False
+
+
+def test_version_flip_reaches_the_running_proxy(serve: Running) -> None:
+    """A ConfigMap update (kubelet `..data` swap) pinning v1 is applied without a restart."""
+    assert serve.readyz()[1]["target"] == "executor_event"
+    pid = serve.process.pid
+    text = rendered_config(serve.host_chart, "v1")
+    kubelet_write(serve.config_dir, {"config.yaml": text}, generation=2)
+    wait_for(lambda: serve.readyz()[1]["target"] == "event_request", "the flip to v1")
+    assert serve.readyz()[1]["version_mode"] == "v1"
+    assert serve.process.poll() is None
+    assert serve.process.pid == pid
 
 
 def test_sigterm_drains_then_exits(serve: Running) -> None:
