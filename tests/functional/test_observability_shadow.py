@@ -39,7 +39,7 @@ BASE = EventRecord(
 async def scrape(ext: ObservabilityExtension, aiohttp_client: Any) -> tuple[str, dict[str, Any]]:
     app = web.Application()
     app.add_routes(ext.admin_routes())
-    client: TestClient = await aiohttp_client(app)
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
     metrics = await (await client.get("/metrics")).text()
     clients = orjson.loads(await (await client.get("/clients")).read())
     return metrics, clients

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -42,10 +43,10 @@ def samples(text: str, name: str) -> Iterator[Sample]:
                 yield sample
 
 
-async def scrape(ext: ObservabilityExtension, aiohttp_client: object) -> str:
+async def scrape(ext: ObservabilityExtension, aiohttp_client: Any) -> str:
     app = web.Application()
     app.add_routes(ext.admin_routes())
-    client: TestClient = await aiohttp_client(app)  # type: ignore[operator]
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
     response = await client.get("/metrics")
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/plain")
@@ -58,7 +59,7 @@ def extension() -> ObservabilityExtension:
 
 
 async def test_distinct_clients_beyond_the_cap_count_as_other(
-    extension: ObservabilityExtension, aiohttp_client: object
+    extension: ObservabilityExtension, aiohttp_client: Any
 ) -> None:
     """1000 distinct clients give max_clients labels plus `other`, and no event id appears."""
     event_ids = [str(700_000_000_000_000_000 + i) for i in range(1000)]
@@ -83,7 +84,7 @@ async def test_distinct_clients_beyond_the_cap_count_as_other(
 
 
 async def test_label_values_are_bounded_in_length(
-    extension: ObservabilityExtension, aiohttp_client: object
+    extension: ObservabilityExtension, aiohttp_client: Any
 ) -> None:
     """A 4 KiB client header becomes a label of at most MAX_IDENTITY_LENGTH characters."""
     extension.on_event(replace(BASE, hints=replace(BASE.hints, header="y" * 4096)))
@@ -93,7 +94,7 @@ async def test_label_values_are_bounded_in_length(
 
 
 async def test_outcomes_targets_and_durations_are_recorded(
-    extension: ObservabilityExtension, aiohttp_client: object
+    extension: ObservabilityExtension, aiohttp_client: Any
 ) -> None:
     """Each outcome is its own series; the upstream duration is observed only when it was called."""
     extension.on_event(BASE)
@@ -127,7 +128,7 @@ async def test_outcomes_targets_and_durations_are_recorded(
 
 
 async def test_target_reload_and_inflight_gauges(
-    extension: ObservabilityExtension, aiohttp_client: object
+    extension: ObservabilityExtension, aiohttp_client: Any
 ) -> None:
     """target_info holds one series; reloads are counted; in-flight is read at scrape time."""
     extension.on_target("event_request", None)
@@ -153,7 +154,7 @@ async def test_target_reload_and_inflight_gauges(
 
 
 async def test_an_unversioned_upstream_is_labelled(
-    extension: ObservabilityExtension, aiohttp_client: object
+    extension: ObservabilityExtension, aiohttp_client: Any
 ) -> None:
     """An upstream without a version (Python server) is labelled `unversioned`, not empty."""
     extension.on_target("event_request", None)
