@@ -1,0 +1,211 @@
+"""Live reload: config file and rules directory changes apply without restart, or are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from proxy.config import load_settings
+from proxy.envelope import default_rules_dir
+from tests.functional.server_support import (
+    ServerFactory,
+    Stack,
+    start_proxy,
+    start_upstream,
+    wait_for,
+)
+from tests.samples import sample_bytes
+
+WORKER_EVENT = sample_bytes("worker_event__command_started")
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+def config_text(upstream: str, **settings: Any) -> str:
+    data: dict[str, Any] = {
+        "upstream": {"url": upstream, "version": "v1", "probe_interval_seconds": 0.1},
+        "lifecycle": {"drain_seconds": 0},
+    }
+    for key, value in settings.items():
+        section, _, name = key.partition("__")
+        if name:
+            data.setdefault(section, {})[name] = value
+        else:
+            data[section] = value
+    return yaml.safe_dump(data)
+
+
+async def reloading_stack(
+    aiohttp_server: ServerFactory,
+    session: aiohttp.ClientSession,
+    config_file: Path,
+    upstream: str,
+) -> Stack:
+    load = functools.partial(load_settings, config_file, None, {})
+    proxy, admin, state, recorder = await start_proxy(
+        aiohttp_server, load(), config_file=config_file, reload_from=load
+    )
+    return Stack(upstream, proxy, admin, state, recorder, session)
+
+
+def rewrite(path: Path, text: str) -> None:
+    """Replace a file atomically, as editors and config tooling do."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+async def test_rewritten_config_file_switches_target(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Changing `upstream.version` in the file applies to the next request, no restart."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text(upstream), encoding="utf-8")
+    stack = await reloading_stack(aiohttp_server, session, config, upstream)
+    assert stack.state.snapshot.target == "event_request"
+
+    rewrite(config, config_text(upstream, upstream__version="v2"))
+    await wait_for(lambda: stack.recorder.reloads == [True])
+    assert stack.state.snapshot.target == "executor_event"
+    response, _ = await stack.post("/api/events", WORKER_EVENT)
+    assert response.headers["X-Envelope-Target"] == "executor_event"
+    _, ready = await stack.readyz()
+    assert ready["config_generation"] == 2
+    assert ready["last_reload"]["ok"] is True
+
+
+async def test_configmap_symlink_swap_is_picked_up(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Kubernetes swaps a `..data` symlink; watching the directory catches it."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    first = tmp_path / "..2026_01_01_v1"
+    first.mkdir()
+    (first / "config.yaml").write_text(config_text(upstream), encoding="utf-8")
+    (tmp_path / "..data").symlink_to(first.name)
+    config = tmp_path / "config.yaml"
+    config.symlink_to("..data/config.yaml")
+    stack = await reloading_stack(aiohttp_server, session, config, upstream)
+    assert stack.state.snapshot.target == "event_request"
+
+    second = tmp_path / "..2026_01_01_v2"
+    second.mkdir()
+    (second / "config.yaml").write_text(
+        config_text(upstream, upstream__version="v2"), encoding="utf-8"
+    )
+    (tmp_path / "..data_tmp").symlink_to(second.name)
+    os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
+    shutil.rmtree(first)
+    await wait_for(lambda: stack.state.snapshot.target == "executor_event")
+    assert stack.recorder.reloads == [True]
+
+
+async def test_invalid_config_is_refused_and_the_running_one_kept(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A broken edit is logged and reported; requests and readiness go on unchanged."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text(upstream), encoding="utf-8")
+    stack = await reloading_stack(aiohttp_server, session, config, upstream)
+
+    rewrite(config, config_text(upstream, upstream__version="latest"))
+    await wait_for(lambda: stack.recorder.reloads == [False])
+    assert stack.state.snapshot.target == "event_request"
+    status, ready = await stack.readyz()
+    assert status == 200
+    assert ready["last_reload"]["ok"] is False
+    assert ready["last_reload"]["problems"][0].startswith("upstream.version: must be")
+    response, _ = await stack.post("/api/events", WORKER_EVENT)
+    assert response.status == 200
+
+    config.unlink()
+    await wait_for(lambda: stack.recorder.reloads == [False, False])
+    assert "cannot read it" in stack.state.last_reload.problems[0]  # type: ignore[union-attr]
+
+    config.write_text(config_text(upstream, upstream__version="v2"), encoding="utf-8")
+    await wait_for(lambda: stack.recorder.reloads == [False, False, True])
+    assert stack.state.snapshot.target == "executor_event"
+
+
+async def test_start_only_settings_need_a_restart(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A changed listen address is reported as needing a restart; the rest applies."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text(upstream), encoding="utf-8")
+    stack = await reloading_stack(aiohttp_server, session, config, upstream)
+    listen = stack.state.snapshot.settings.listen
+
+    rewrite(config, config_text(upstream, listen="127.0.0.1:1", limits__max_inflight=3))
+    await wait_for(lambda: stack.recorder.reloads == [True])
+    _, ready = await stack.readyz()
+    assert ready["last_reload"]["restart_needed"] == ["listen"]
+    assert stack.state.snapshot.settings.listen == listen
+    assert stack.state.snapshot.settings.limits.max_inflight == 3
+
+
+async def test_request_in_flight_finishes_under_its_snapshot(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A reload during a slow request does not change that request; the next one sees it."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text(upstream), encoding="utf-8")
+    stack = await reloading_stack(aiohttp_server, session, config, upstream)
+    await stack.fault(delay_seconds=1.0)
+
+    slow = asyncio.create_task(stack.post("/api/events", WORKER_EVENT))
+    await wait_for(lambda: stack.state.inflight == 1)
+    rewrite(config, config_text(upstream, upstream__version="v2"))
+    await wait_for(lambda: stack.recorder.reloads == [True])
+    assert not slow.done()
+    response, _ = await slow
+    assert response.status == 200
+    assert response.headers["X-Envelope-Target"] == "event_request"
+    response, _ = await stack.post("/api/events", WORKER_EVENT)
+    assert response.headers["X-Envelope-Target"] == "executor_event"
+
+
+async def test_rules_directory_edits_reload_and_bad_rules_are_refused(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Editing a rule file swaps rules (new digest); a broken rule file keeps the old set."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    rules = tmp_path / "rules"
+    shutil.copytree(default_rules_dir(), rules)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        config_text(upstream, upstream__version="auto", rules_dir=str(rules)), encoding="utf-8"
+    )
+    stack = await reloading_stack(aiohttp_server, session, config, upstream)
+    assert stack.state.snapshot.target == "executor_event"
+    digest = stack.state.snapshot.rules.digest
+
+    versions = rules / "versions.yaml"
+    original = versions.read_text(encoding="utf-8")
+    rewrite(versions, original.replace('min: "2.19.1"', 'min: "9.0.0"'))
+    await wait_for(lambda: stack.recorder.reloads == [True])
+    assert stack.state.snapshot.target == "event_request"
+    _, ready = await stack.readyz()
+    assert ready["rules_digest"] != digest
+
+    rewrite(versions, "thresholds: [\n")
+    await wait_for(lambda: stack.recorder.reloads == [True, False])
+    assert stack.state.snapshot.target == "event_request"
+    assert any("versions.yaml" in p for p in stack.state.last_reload.problems)  # type: ignore[union-attr]
