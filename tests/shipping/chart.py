@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -33,9 +34,10 @@ Manifest = dict[str, Any]
 
 def helm() -> ModuleType:
     """The Helm engine, or a skip where its wheel does not exist (it ships for x86_64 only)."""
-    return pytest.importorskip(
+    engine: ModuleType = pytest.importorskip(
         "helm_python", reason="helm-python-sdk (the Helm engine) is only built for x86_64 Linux"
     )
+    return engine
 
 
 @cache
@@ -141,7 +143,6 @@ def proxy_container(workload: Manifest) -> tuple[str, dict[str, Any]]:
 
 def validate_objects(objects: list[Manifest], versions: tuple[str, ...] = KUBE_VERSIONS) -> int:
     """Check every non-CRD object against the strict Kubernetes schemas; returns how many."""
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
     checked = 0
     for obj in objects:
         if obj["kind"] in CRD_KINDS:

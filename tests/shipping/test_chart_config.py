@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+import proxy.config
+from proxy.envelope import load_rules
 from tests.shipping.chart import (
     HOST_EXAMPLE,
     REPO,
@@ -49,12 +52,9 @@ RELOADABLE_VALUES: dict[str, dict[str, Any]] = {
 
 def load_settings_from(config: dict[str, Any], directory: Path) -> Any:
     """The proxy's Settings for a rendered config.yaml (no ENVELOPE_PROXY_* from this shell)."""
-    import yaml
-
-    proxy_config = pytest.importorskip("proxy.config")
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return proxy_config.load_settings(path, environ={})
+    return proxy.config.load_settings(path, environ={})
 
 
 def pod_annotations(values: dict[str, Any]) -> dict[str, str]:
@@ -114,8 +114,7 @@ def test_config_checksum_absent_when_roll_on_change_is_off() -> None:
 def test_restart_checksum_covers_exactly_the_start_only_settings() -> None:
     """Each start-only setting rolls the pods; reloadable ones do not. The list matches the
     proxy's own RESTART_ONLY, so a new start-only setting cannot be forgotten here."""
-    proxy_config = pytest.importorskip("proxy.config")
-    assert set(RESTART_ONLY_VALUES) == set(proxy_config.RESTART_ONLY)
+    assert set(RESTART_ONLY_VALUES) == set(proxy.config.RESTART_ONLY)
     base = pod_annotations(STANDALONE)[RESTART_KEY]
     for setting, change in RESTART_ONLY_VALUES.items():
         changed = pod_annotations(merge_values(STANDALONE, change))[RESTART_KEY]
@@ -170,7 +169,6 @@ def test_rendered_config_loads_in_the_proxy(values: dict[str, Any], tmp_path: Pa
 
 def test_inline_rules_carry_the_rule_files_byte_for_byte(tmp_path: Path) -> None:
     """The default rules shipped inline load from the mounted directory with the same digest."""
-    envelope = pytest.importorskip("proxy.envelope")
     files = {p.name: p.read_text(encoding="utf-8") for p in sorted((REPO / "rules").glob("*.yaml"))}
     assert files, "no rule files in rules/"
     objects = render(merge_values(STANDALONE, {"rules": {"files": files}}))
@@ -180,4 +178,4 @@ def test_inline_rules_carry_the_rule_files_byte_for_byte(tmp_path: Path) -> None
     for name, text in data.items():
         (mounted / name).write_text(text, encoding="utf-8")
     assert data == files
-    assert envelope.load_rules(mounted).digest == envelope.load_rules(REPO / "rules").digest
+    assert load_rules(mounted).digest == load_rules(REPO / "rules").digest

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from proxy.envelope import load_rules
 from tests.shipping.chart import (
     CHART_DIR,
     EXAMPLES,
@@ -32,13 +33,13 @@ from tests.shipping.chart import (
 )
 
 EXAMPLE_VALUES = sorted(EXAMPLES.glob("*.yaml"))
-ERROR = 3
 
 
 def lint_errors(path: Path, values: dict[str, Any] | None, kube_version: str) -> list[Any]:
     report = helm().lint(path, values, strict=True, kube_version=kube_version)
     assert report["total_charts_linted"] >= 1
-    return [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+    problems: list[Any] = [m for m in report["messages"] if m["severity"] >= 2]
+    return problems + list(report["errors"])
 
 
 @pytest.mark.parametrize("kube_version", ["v1.25.0", "v1.29.0", "v1.36.0"])
@@ -146,7 +147,6 @@ def test_rules_configmap_script_builds_the_mounted_configmap(tmp_path: Path) -> 
     mounts, carrying rule files the proxy loads with the same digest as the originals."""
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl is not installed on this machine")
-    envelope = pytest.importorskip("proxy.envelope")
     rules_dir = CHART_DIR.parents[1] / "rules"
     result = subprocess.run(
         ["sh", str(EXAMPLES / "rules-configmap.sh"), str(rules_dir), "noetl"],
@@ -164,4 +164,29 @@ def test_rules_configmap_script_builds_the_mounted_configmap(tmp_path: Path) -> 
     mounted.mkdir()
     for name, text in config_map["data"].items():
         (mounted / name).write_text(text, encoding="utf-8")
-    assert envelope.load_rules(mounted).digest == envelope.load_rules(rules_dir).digest
+    assert load_rules(mounted).digest == load_rules(rules_dir).digest
+
+
+YAMLLINT_CONFIG = """
+extends: default
+rules:
+  document-start: disable
+  line-length: {max: 100}
+  comments: {min-spaces-from-content: 1}
+"""
+
+
+def test_plain_yaml_files_pass_yamllint() -> None:
+    """values.yaml, Chart.yaml and the example values files are clean YAML (no templates)."""
+    from yamllint import linter  # type: ignore[import-untyped]
+    from yamllint.config import YamlLintConfig  # type: ignore[import-untyped]
+
+    config = YamlLintConfig(YAMLLINT_CONFIG)
+    files = [CHART_DIR / "values.yaml", CHART_DIR / "Chart.yaml", *EXAMPLE_VALUES]
+    files += [HOST_EXAMPLE / "values.yaml", HOST_EXAMPLE / "Chart.yaml"]
+    problems = [
+        f"{path.relative_to(CHART_DIR)}:{p.line}: {p.message}"
+        for path in files
+        for p in linter.run(path.read_text(encoding="utf-8"), config)
+    ]
+    assert problems == []

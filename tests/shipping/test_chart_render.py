@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 
 from tests.shipping.chart import (
@@ -195,7 +196,6 @@ def test_classic_sidecar_in_host_chart(host_chart: Path) -> None:
 
 def test_native_sidecar_is_rejected_by_the_1_27_schema(host_chart: Path) -> None:
     """The reason the chart refuses native mode below 1.29: older API schemas reject it."""
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
     deployment = find(render(host_values(), host_chart), "Deployment")
     with pytest.raises(kubernetes_validate.ValidationError, match="restartPolicy"):
         kubernetes_validate.validate(deployment, "1.27.0", strict=True)

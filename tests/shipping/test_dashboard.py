@@ -11,8 +11,7 @@ import json
 import re
 from typing import Any
 
-import pytest
-
+from proxy.observability.metrics import ProxyMetrics
 from tests.shipping.chart import CHART_DIR, find, render
 
 DASHBOARD = CHART_DIR / "dashboards" / "envelope-proxy.json"
@@ -72,8 +71,7 @@ def test_every_queried_metric_is_exported() -> None:
 
 def test_exported_families_match_the_proxy_registry() -> None:
     """The documented families and labels are the ones the proxy's registry exposes."""
-    module = pytest.importorskip("proxy.observability.metrics")
-    metrics = module.ProxyMetrics()
+    metrics = ProxyMetrics()
     metrics.observe_event("c", "worker_event", "event_request", "forwarded", 0.01, 1.0)
     metrics.observe_shadow("c", "executor_event", "ok")
     metrics.set_target("event_request", "2.9.0")

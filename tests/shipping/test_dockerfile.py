@@ -13,9 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
+from proxy.config import load_settings
 from tests.shipping import dockerfile
 from tests.shipping.chart import CHART_DIR
 
@@ -155,12 +155,11 @@ def test_dockerignore_keeps_what_the_build_copies_and_drops_the_rest() -> None:
 
 def test_default_config_in_the_image_listens_on_the_exposed_ports(tmp_path: Path) -> None:
     """The image's built-in config.yaml loads in the proxy and listens on 8080 and 9090."""
-    proxy_config = pytest.importorskip("proxy.config")
     run = " ".join(i.value for i in dockerfile.stage("runtime").all("RUN"))
     written = re.search(r"echo '([^']*)' > /etc/envelope-proxy/config.yaml", run)
     assert written, "the runtime stage writes no default config"
     path = tmp_path / "config.yaml"
     path.write_text(written.group(1) + "\n", encoding="utf-8")
-    settings = proxy_config.load_settings(path, environ={})
+    settings = load_settings(path, environ={})
     ports = {settings.listen.rsplit(":", 1)[1], settings.admin_listen.rsplit(":", 1)[1]}
     assert ports == set(dockerfile.stage("runtime").one("EXPOSE").value.split())
