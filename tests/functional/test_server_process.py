@@ -1,0 +1,191 @@
+"""`envelope-proxy serve` as a real process: start-up, precedence of flags, SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.functional.server_support import (
+    JSON,
+    ServeProcess,
+    ServerFactory,
+    cli,
+    cli_env,
+    start_upstream,
+    wait_for,
+)
+from tests.samples import REPO_ROOT, sample_bytes
+
+WORKER_EVENT = sample_bytes("worker_event__command_started")
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+async def test_sigterm_drains_then_answers_in_flight_requests_and_exits_0(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """SIGTERM: /readyz 503 at once, new requests still served during the drain, the slow
+    in-flight one answered after the listener closed, exit status 0."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "lifecycle:\n  drain_seconds: 0.6\n  shutdown_timeout_seconds: 10\n", encoding="utf-8"
+    )
+    serve = await ServeProcess.start(
+        "--config",
+        str(config),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream,
+    )
+    try:
+        async with session.get(serve.admin + "/readyz") as response:
+            assert response.status == 200
+        async with session.post(
+            upstream + "/_emulator/faults", json={"delay_seconds": 1.5}
+        ) as response:
+            assert response.status == 200
+
+        async def post() -> tuple[int, bytes]:
+            async with session.post(
+                serve.proxy + "/api/events", data=WORKER_EVENT, headers=JSON
+            ) as response:
+                return response.status, await response.read()
+
+        in_flight = asyncio.create_task(post())
+        await asyncio.sleep(0.3)
+        serve.signal(signal.SIGTERM)
+        await asyncio.sleep(0.1)
+        async with session.get(serve.admin + "/readyz") as response:
+            assert response.status == 503
+            assert orjson.loads(await response.read())["status"] == "draining"
+        during_drain = asyncio.create_task(post())
+
+        status, body = await in_flight
+        assert status == 200, body
+        assert orjson.loads(body)["status"] == "ok"
+        status, body = await during_drain
+        assert status == 200, body
+        assert await serve.wait() == 0
+    finally:
+        await serve.stop()
+    assert "shutting down" in serve.output
+    assert "stopped" in serve.output
+    with socket.socket() as probe:
+        port = int(serve.proxy.rsplit(":", 1)[1])
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def test_flags_beat_env_which_beats_the_file(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """`--upstream-version` wins over ENVELOPE_PROXY_UPSTREAM__VERSION, which wins over the file."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"upstream:\n  url: {upstream}\n  version: '2.9.0'\nlifecycle:\n  drain_seconds: 0\n",
+        encoding="utf-8",
+    )
+    args = ("--config", str(config), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0")
+    env = {"ENVELOPE_PROXY_UPSTREAM__VERSION": "v2", "ENVELOPE_PROXY_LIMITS__MAX_INFLIGHT": "9"}
+    for extra, target in (((), "executor_event"), (("--upstream-version", "v1"), "event_request")):
+        serve = await ServeProcess.start(*args, *extra, env=env)
+        try:
+            async with session.get(serve.admin + "/readyz") as response:
+                assert orjson.loads(await response.read())["target"] == target
+            async with session.get(serve.admin + "/config") as response:
+                assert orjson.loads(await response.read())["limits"]["max_inflight"] == 9
+            serve.signal(signal.SIGTERM)
+            assert await serve.wait() == 0
+        finally:
+            await serve.stop()
+
+
+def test_invalid_configuration_exits_2_naming_the_setting(tmp_path: Path) -> None:
+    """A bad value stops `serve` before it listens, with the setting and its source named."""
+    config = tmp_path / "config.yaml"
+    config.write_text("upstream:\n  version: 2.10\nworkerz: 2\n", encoding="utf-8")
+    result = subprocess.run(
+        cli("serve", "--config", str(config)),
+        cwd=REPO_ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "upstream.version: write the release as a quoted string" in result.stderr
+    assert f"workerz: unknown setting [from config file {config}]" in result.stderr
+
+
+async def test_workers_share_one_port_and_stop_together(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """`--workers 2` runs two processes on one port; worker 0 serves admin; SIGTERM stops both."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serve = await ServeProcess.start(
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream,
+        "--workers",
+        "2",
+        env={"ENVELOPE_PROXY_LIFECYCLE__DRAIN_SECONDS": "0"},
+    )
+    try:
+        await wait_for(lambda: serve.output.count("listening on") == 2, within=30)
+        for _ in range(6):
+            async with (
+                aiohttp.ClientSession() as fresh,
+                fresh.post(
+                    serve.proxy + "/api/events", data=WORKER_EVENT, headers=JSON
+                ) as response,
+            ):
+                assert response.status == 200
+        async with session.get(upstream + "/_emulator/events") as response:
+            assert len(orjson.loads(await response.read())) == 6
+        serve.signal(signal.SIGTERM)
+        assert await serve.wait() == 0
+    finally:
+        await serve.stop()
+    assert serve.output.count("admin none in worker 1") == 1
+    assert serve.output.count("stopped") == 2
+
+
+def test_python_m_proxy_has_the_serve_command() -> None:
+    """`python -m proxy serve --help` lists the serve flags."""
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "serve", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0
+    for flag in ("--config", "--listen", "--admin-listen", "--upstream", "--upstream-version"):
+        assert flag in result.stdout
+    for flag in ("--probe-interval", "--rules", "--workers"):
+        assert flag in result.stdout
