@@ -14,6 +14,7 @@ from typing import Literal, Protocol
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 Outcome = Literal["forwarded", "upstream_rejected", "upstream_failed", "rejected"]
 
@@ -51,7 +52,7 @@ class EventRecord:
 class Extension(Protocol):
     """An add-on the server consults; every method must be cheap and must not raise."""
 
-    def server_middlewares(self) -> Sequence[web.typedefs.Middleware]: ...
+    def server_middlewares(self) -> Sequence[Middleware]: ...
 
     def client_trace_configs(self) -> Sequence[aiohttp.TraceConfig]: ...
 
