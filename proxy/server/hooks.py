@@ -15,7 +15,6 @@ from typing import Literal, Protocol
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from aiohttp.typedefs import Middleware
 
 Outcome = Literal["forwarded", "upstream_rejected", "upstream_failed", "rejected"]
 
