@@ -84,7 +84,7 @@ def _reply_response(reply: Reply) -> web.Response:
     return web.Response(status=reply.status, body=reply.body, headers=headers)
 
 
-def _handle(emu: Emulator, spec: ProfileSpec, decoded: Decoded, request: web.Request) -> Reply:
+def _handle(emu: Emulator, decoded: Decoded, request: web.Request) -> Reply:
     if decoded.rust is not None:
         if decoded.route == "batch":
             return ingest_rust.handle_batch(emu.state, decoded.rust)
@@ -103,7 +103,7 @@ def _process(
     content_type = request.headers.get("Content-Type")
     outcome = decode_request(spec, route, content_type, body)
     if isinstance(outcome, Decoded):
-        reply = _handle(emu, spec, outcome, request)
+        reply = _handle(emu, outcome, request)
     else:
         reply = Reply(outcome.status, outcome.body, outcome.content_type, outcome.headers)
     _record(emu, spec, route, content_type, body, reply)

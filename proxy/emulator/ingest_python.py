@@ -23,7 +23,15 @@ from proxy.emulator.python_models import (
     detail,
     json_reply,
 )
-from proxy.emulator.state import I64_MAX, I64_MIN, IngestState, Reply, json_body
+from proxy.emulator.state import (
+    I64_MAX,
+    I64_MIN,
+    TEXT_NUL_PSYCOPG,
+    IngestState,
+    Reply,
+    json_body,
+    postgres_nul_problem,
+)
 
 _RESULT_ALLOWED_KEYS = frozenset({"status", "reference", "context", "command_id"})
 _FORBIDDEN_KEYS = frozenset({"_internal_data"})
@@ -110,8 +118,11 @@ def _from_python(reply: PythonReply) -> Reply:
     return Reply(reply.status, reply.body, reply.content_type, reply.headers)
 
 
-def _bigint_problem(value: int) -> str | None:
-    return None if I64_MIN <= value <= I64_MAX else "bigint out of range"
+def _insert_problem(execution_id: int, texts: tuple[Any, ...], docs: tuple[Any, ...]) -> str | None:
+    """Why the INSERT would fail: an execution id beyond bigint, or a NUL Postgres refuses."""
+    if not I64_MIN <= execution_id <= I64_MAX:
+        return "bigint out of range"
+    return postgres_nul_problem(texts, docs, TEXT_NUL_PSYCOPG)
 
 
 def handle_event(state: IngestState, req: EventRequest) -> Reply:
@@ -139,7 +150,9 @@ def handle_event(state: IngestState, req: EventRequest) -> Reply:
         if dedup_key in state.python_dedup:
             return _ok(state.python_dedup[dedup_key], duplicate=True)
     event_id = state.db_ids.next()
-    problem = _bigint_problem(execution_id)
+    problem = _insert_problem(
+        execution_id, (req.name, req.step), (req.payload, req.meta, req.worker_id)
+    )
     if problem is not None:
         return _from_python(detail(500, problem))
     if dedup_key is not None:
@@ -159,7 +172,8 @@ def _claim(state: IngestState, req: EventRequest, command_id: int) -> Reply:
         if existing and existing != req.worker_id:
             return _from_python(detail(409, f"Command already claimed by {existing}"))
         return _ok(0, duplicate=True)
-    problem = _bigint_problem(execution_id)
+    texts = (req.name, req.step, req.worker_id)
+    problem = _insert_problem(execution_id, texts, (req.payload, req.meta))
     if problem is not None:
         return _from_python(detail(500, problem))
     state.python_claims[key] = req.worker_id
@@ -208,7 +222,9 @@ def handle_batch(state: IngestState, req: BatchEventRequest, key: str | None) ->
         if problem is not None:
             return _enqueue_error(problem)
         minted.append(state.db_ids.next())
-    problem = _bigint_problem(execution_id)
+    texts = (req.worker_id, *(t for item in req.events for t in (item.name, item.step)))
+    docs = tuple(d for item in req.events for d in (item.payload, item.meta))
+    problem = _insert_problem(execution_id, texts, docs)
     if problem is not None:
         return _enqueue_error(problem)
     event_ids = tuple(minted)

@@ -6,7 +6,7 @@ message, the field path and a line/column (`execution_id: invalid type: integer 
 expected a string at line 1 column 18`). To answer byte for byte like it, this module reads
 the body the way `serde_json::Deserializer::from_slice` does: one pass, the same error
 codes, the same position rules (`error` = last byte consumed, `peek_error` = next byte),
-the same 128-level recursion limit, and the lax `ignore_value` path for unknown fields.
+and the same 128-level recursion limit (`serde_skip` has the lax path for unknown fields).
 
 Typed fields (strings, booleans, ids, timestamps, structs) are built on top of this in
 `serde_structs`; this module only knows JSON and serde's error vocabulary.
@@ -15,36 +15,34 @@ Typed fields (strings, booleans, ids, timestamps, structs) are built on top of t
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 from typing import Any
 
-SYNTAX = "syntax"
-EOF = "eof"
-DATA = "data"
-
-EOF_LIST = ("EOF while parsing a list", EOF)
-EOF_OBJECT = ("EOF while parsing an object", EOF)
-EOF_STRING = ("EOF while parsing a string", EOF)
-EOF_VALUE = ("EOF while parsing a value", EOF)
-EXPECTED_COLON = ("expected `:`", SYNTAX)
-EXPECTED_LIST_COMMA_OR_END = ("expected `,` or `]`", SYNTAX)
-EXPECTED_OBJECT_COMMA_OR_END = ("expected `,` or `}`", SYNTAX)
-EXPECTED_IDENT = ("expected ident", SYNTAX)
-EXPECTED_VALUE = ("expected value", SYNTAX)
-INVALID_ESCAPE = ("invalid escape", SYNTAX)
-INVALID_NUMBER = ("invalid number", SYNTAX)
-NUMBER_OUT_OF_RANGE = ("number out of range", SYNTAX)
-INVALID_UNICODE = ("invalid unicode code point", SYNTAX)
-CONTROL_CHARACTER = (
-    "control character (\\u0000-\\u001F) found while parsing a string",
-    SYNTAX,
+from proxy.emulator.serde_errors import (
+    CONTROL_CHARACTER,
+    DATA,
+    EOF_LIST,
+    EOF_OBJECT,
+    EOF_STRING,
+    EOF_VALUE,
+    EXPECTED_COLON,
+    EXPECTED_IDENT,
+    EXPECTED_LIST_COMMA_OR_END,
+    EXPECTED_OBJECT_COMMA_OR_END,
+    EXPECTED_VALUE,
+    INVALID_ESCAPE,
+    INVALID_NUMBER,
+    INVALID_UNICODE,
+    KEY_MUST_BE_A_STRING,
+    LONE_LEADING_SURROGATE,
+    NUMBER_OUT_OF_RANGE,
+    RECURSION_LIMIT,
+    TRAILING_CHARACTERS,
+    TRAILING_COMMA,
+    UNEXPECTED_END_OF_HEX_ESCAPE,
+    SerdeError,
+    Unexpected,
+    render_path,
 )
-KEY_MUST_BE_A_STRING = ("key must be a string", SYNTAX)
-LONE_LEADING_SURROGATE = ("lone leading surrogate in hex escape", SYNTAX)
-TRAILING_COMMA = ("trailing comma", SYNTAX)
-TRAILING_CHARACTERS = ("trailing characters", SYNTAX)
-UNEXPECTED_END_OF_HEX_ESCAPE = ("unexpected end of hex escape", SYNTAX)
-RECURSION_LIMIT = ("recursion limit exceeded", SYNTAX)
 
 RECURSION_LIMIT_DEPTH = 128
 U64_MAX = 2**64 - 1
@@ -54,7 +52,7 @@ _PLAIN_STRING = re.compile(rb'[^"\\\x00-\x1f]*')
 _DIGITS = re.compile(rb"[0-9]*")
 _WHITESPACE = re.compile(rb"[ \t\n\r]*")
 _HEX4 = re.compile(rb"[0-9A-Fa-f]{4}")
-_SIMPLE_ESCAPES = {
+SIMPLE_ESCAPES = {
     ord('"'): '"',
     ord("\\"): "\\",
     ord("/"): "/",
@@ -64,115 +62,6 @@ _SIMPLE_ESCAPES = {
     ord("r"): "\r",
     ord("t"): "\t",
 }
-
-
-class SerdeError(Exception):
-    """One serde_json error: message, category, position (0 = not yet known) and path."""
-
-    def __init__(self, message: str, category: str, path: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.category = category
-        self.path = path
-        self.line = 0
-        self.column = 0
-
-    def at(self, line: int, column: int) -> SerdeError:
-        """Fill the position unless it is known already (serde's `fix_position`)."""
-        if self.line == 0:
-            self.line, self.column = line, column
-        return self
-
-    def __str__(self) -> str:
-        text = self.message
-        if self.line:
-            text = f"{text} at line {self.line} column {self.column}"
-        return f"{self.path}: {text}" if self.path else text
-
-
-def render_path(segments: list[str | int]) -> str:
-    """`serde_path_to_error`'s rendering: `events[0].step`."""
-    out: list[str] = []
-    separator = ""
-    for segment in segments:
-        if isinstance(segment, int):
-            out.append(f"[{segment}]")
-        else:
-            out.append(separator)
-            out.append(segment)
-        separator = "."
-    return "".join(out)
-
-
-def ryu_format(value: float) -> str:
-    """Format a finite f64 like the `ryu` crate does (serde_json's `floating point` text)."""
-    if value == 0:
-        return "-0.0" if str(value).startswith("-") else "0.0"
-    sign = "-" if value < 0 else ""
-    _, digit_tuple, exponent = Decimal(repr(abs(value))).normalize().as_tuple()
-    digits = "".join(str(d) for d in digit_tuple)
-    assert isinstance(exponent, int)
-    length = len(digits)
-    kk = length + exponent  # 10^(kk-1) <= v < 10^kk
-    if exponent >= 0 and kk <= 16:
-        text = digits + "0" * exponent + ".0"
-    elif 0 < kk <= 16:
-        text = digits[:kk] + "." + digits[kk:]
-    elif -5 < kk <= 0:
-        text = "0." + "0" * -kk + digits
-    elif length == 1:
-        text = f"{digits}e{kk - 1}"
-    else:
-        text = f"{digits[0]}.{digits[1:]}e{kk - 1}"
-    return sign + text
-
-
-def rust_debug_str(text: str) -> str:
-    """Rust's `{:?}` of a `str`, as serde prints an unexpected string."""
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\0":
-            out.append("\\0")
-        elif code < 0x20 or 0x7F <= code < 0xA0:
-            out.append(f"\\u{{{code:x}}}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-class Unexpected:
-    """serde's `Unexpected`, rendered with serde_json's overrides (`null`, ryu floats)."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    @staticmethod
-    def of(value: Any) -> Unexpected:
-        if value is None:
-            return Unexpected("null")
-        if value is True or value is False:
-            return Unexpected(f"boolean `{'true' if value else 'false'}`")
-        if isinstance(value, int):
-            return Unexpected(f"integer `{value}`")
-        if isinstance(value, float):
-            return Unexpected(f"floating point `{ryu_format(value)}`")
-        if isinstance(value, str):
-            return Unexpected(f"string {rust_debug_str(value)}")
-        if isinstance(value, list):
-            return Unexpected("sequence")
-        return Unexpected("map")
 
 
 class Reader:
@@ -342,13 +231,13 @@ class Reader:
             raise self.error(EOF_STRING)
         ch = self.data[self.i]
         self.i += 1
-        simple = _SIMPLE_ESCAPES.get(ch)
+        simple = SIMPLE_ESCAPES.get(ch)
         if simple is not None:
             scratch += simple.encode()
             return
         if ch != 0x75:
             raise self.error(INVALID_ESCAPE)
-        code = self._decode_hex_escape()
+        code = self.decode_hex_escape()
         if 0xDC00 <= code <= 0xDFFF:
             raise self.error(LONE_LEADING_SURROGATE)
         if not 0xD800 <= code <= 0xDBFF:
@@ -361,12 +250,12 @@ class Reader:
             self.i += 1
             if got != expected:
                 raise self.error(UNEXPECTED_END_OF_HEX_ESCAPE)
-        low = self._decode_hex_escape()
+        low = self.decode_hex_escape()
         if not 0xDC00 <= low <= 0xDFFF:
             raise self.error(LONE_LEADING_SURROGATE)
         scratch += chr(((code - 0xD800) << 10 | (low - 0xDC00)) + 0x10000).encode()
 
-    def _decode_hex_escape(self) -> int:
+    def decode_hex_escape(self) -> int:
         if self.n - self.i < 4:
             self.i = self.n
             raise self.error(EOF_STRING)
@@ -530,142 +419,3 @@ class Reader:
                 self.end_map()
         except SerdeError:
             pass
-
-    # -- unknown fields (serde_json's `ignore_value`) ---------------------------------
-
-    def ignore_value(self) -> None:
-        """Skip any value without building it: no recursion limit, no UTF-8 or number
-        range checks, as serde_json does for fields a struct does not declare."""
-        stack: list[int] = []
-        enclosing: int | None = None
-        while True:
-            peek = self.parse_whitespace()
-            if peek is None:
-                raise self.peek_error(EOF_VALUE)
-            frame: int | None = None
-            if peek == 0x6E:
-                self.i += 1
-                self.parse_ident(b"ull")
-            elif peek == 0x74:
-                self.i += 1
-                self.parse_ident(b"rue")
-            elif peek == 0x66:
-                self.i += 1
-                self.parse_ident(b"alse")
-            elif peek == 0x2D:
-                self.i += 1
-                self._ignore_number()
-            elif 0x30 <= peek <= 0x39:
-                self._ignore_number()
-            elif peek == 0x22:
-                self.i += 1
-                self._ignore_str()
-            elif peek in (0x5B, 0x7B):
-                if enclosing is not None:
-                    stack.append(enclosing)
-                    enclosing = None
-                self.i += 1
-                frame = peek
-            else:
-                raise self.peek_error(EXPECTED_VALUE)
-
-            if frame is not None:
-                accept_comma = False
-            elif enclosing is not None:
-                frame, enclosing, accept_comma = enclosing, None, True
-            elif stack:
-                frame, accept_comma = stack.pop(), True
-            else:
-                return
-            while True:
-                peek = self.parse_whitespace()
-                if peek == 0x2C and accept_comma:
-                    self.i += 1
-                    break
-                if (peek == 0x5D and frame == 0x5B) or (peek == 0x7D and frame == 0x7B):
-                    self.i += 1
-                    if not stack:
-                        return
-                    frame = stack.pop()
-                    accept_comma = True
-                    continue
-                if peek is None:
-                    raise self.peek_error(EOF_LIST if frame == 0x5B else EOF_OBJECT)
-                if accept_comma:
-                    raise self.peek_error(
-                        EXPECTED_LIST_COMMA_OR_END
-                        if frame == 0x5B
-                        else EXPECTED_OBJECT_COMMA_OR_END
-                    )
-                break
-            if frame == 0x7B:
-                peek = self.parse_whitespace()
-                if peek is None:
-                    raise self.peek_error(EOF_OBJECT)
-                if peek != 0x22:
-                    raise self.peek_error(KEY_MUST_BE_A_STRING)
-                self.i += 1
-                self._ignore_str()
-                peek = self.parse_whitespace()
-                if peek is None:
-                    raise self.peek_error(EOF_OBJECT)
-                if peek != 0x3A:
-                    raise self.peek_error(EXPECTED_COLON)
-                self.i += 1
-            enclosing = frame
-
-    def _ignore_number(self) -> None:
-        first = self.data[self.i] if self.i < self.n else 0
-        if self.i < self.n:
-            self.i += 1
-        if first == 0x30:
-            if 0x30 <= self.peek_or_null() <= 0x39:
-                raise self.peek_error(INVALID_NUMBER)
-        elif 0x31 <= first <= 0x39:
-            self._skip_digits()
-        else:
-            raise self.error(INVALID_NUMBER)
-        if self.peek_or_null() == 0x2E:
-            self.i += 1
-            if not self._skip_digits():
-                raise self.peek_error(INVALID_NUMBER)
-        if self.peek_or_null() in (0x65, 0x45):
-            self.i += 1
-            if self.peek_or_null() in (0x2B, 0x2D):
-                self.i += 1
-            digit = self.data[self.i] if self.i < self.n else 0
-            if self.i < self.n:
-                self.i += 1
-            if not 0x30 <= digit <= 0x39:
-                raise self.error(INVALID_NUMBER)
-            self._skip_digits()
-
-    def _skip_digits(self) -> bool:
-        match = _DIGITS.match(self.data, self.i)
-        assert match is not None
-        moved = match.end() > self.i
-        self.i = match.end()
-        return moved
-
-    def _ignore_str(self) -> None:
-        while True:
-            match = _PLAIN_STRING.match(self.data, self.i)
-            assert match is not None
-            self.i = match.end()
-            if self.i == self.n:
-                raise self.error(EOF_STRING)
-            byte = self.data[self.i]
-            if byte == 0x22:
-                self.i += 1
-                return
-            if byte != 0x5C:
-                raise self.error(CONTROL_CHARACTER)
-            self.i += 1
-            if self.i >= self.n:
-                raise self.error(EOF_STRING)
-            ch = self.data[self.i]
-            self.i += 1
-            if ch == 0x75:
-                self._decode_hex_escape()
-            elif ch not in _SIMPLE_ESCAPES:
-                raise self.error(INVALID_ESCAPE)

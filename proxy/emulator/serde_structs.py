@@ -14,15 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.emulator.serde_reader import (
-    DATA,
-    EOF_VALUE,
-    EXPECTED_VALUE,
-    I64_MIN,
-    Reader,
-    SerdeError,
-    Unexpected,
-)
+from proxy.emulator.serde_errors import DATA, EOF_VALUE, EXPECTED_VALUE, SerdeError, Unexpected
+from proxy.emulator.serde_reader import I64_MIN, Reader
+from proxy.emulator.serde_skip import ignore_value
 
 STRING = "string"
 OPT_STRING = "opt_string"
@@ -144,7 +138,7 @@ def _visit_map(r: Reader, struct: Struct) -> dict[str, Any]:
         r.path.append(key)
         if target is None:
             r.parse_object_colon()
-            r.ignore_value()
+            ignore_value(r)
             r.path.pop()
             continue
         if target.name in values:

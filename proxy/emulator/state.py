@@ -66,6 +66,38 @@ class Reply:
         return 200 <= self.status < 300
 
 
+TEXT_NUL_SQLX = 'error returned from database: invalid byte sequence for encoding "UTF8": 0x00'
+TEXT_NUL_PSYCOPG = "PostgreSQL text fields cannot contain NUL (0x00) bytes"
+JSONB_NUL = "unsupported Unicode escape sequence"
+
+
+def postgres_nul_problem(
+    texts: tuple[Any, ...], documents: tuple[Any, ...], text_message: str
+) -> str | None:
+    """Why Postgres would refuse the row: a NUL in a text column (`text_message`, worded by
+    the server's driver) or a `\\u0000` in a jsonb one; None when the row can be stored."""
+    if any(isinstance(text, str) and "\x00" in text for text in texts):
+        return text_message
+    if any(_has_nul(document) for document in documents):
+        return JSONB_NUL
+    return None
+
+
+def _has_nul(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 def json_body(content: Any) -> bytes:
     """Compact JSON with exact integers (serde_json and FastAPI both render this way)."""
     return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
