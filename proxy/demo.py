@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 import aiohttp
 import orjson
@@ -113,16 +113,21 @@ async def send_all(session: aiohttp.ClientSession, proxy_url: str) -> list[Row]:
 def print_table(title: str, rows: list[Row], out: TextIO) -> None:
     header = ("shape", "target", "upstream status", "stored id(s)")
     cells = [header, *[(r.shape, r.target, str(r.status), r.stored) for r in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(3)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in cells
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
     print(f"\n{title}", file=out)
-    for n, row in enumerate(cells):
-        print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[3], file=out)
-        if n == 0:
-            print("  " + "  ".join("-" * w for w in widths) + "  " + "-" * len(header[3]), file=out)
+    for line in lines:
+        print("  " + line.rstrip(), file=out)
 
 
-async def _start(app: web.Application, host: str, port: int, **kwargs: object) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, **kwargs)  # type: ignore[arg-type]
+async def _start(
+    app: web.Application, host: str, port: int, **kwargs: Any
+) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, **kwargs)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     address = runner.addresses[0]
@@ -211,7 +216,7 @@ async def _keep_running(proxy_url: str, admin_url: str, upstream_url: str, out: 
         f"\nrunning until Ctrl-C:\n"
         f"  proxy     {proxy_url}\n"
         f"  admin     {admin_url}/readyz  {admin_url}/config  {admin_url}/metrics\n"
-        f"  upstream  {upstream_url}  (emulated; stored events at {upstream_url}/_emulator/events)\n"
+        f"  upstream  {upstream_url}  (emulated; stored: {upstream_url}/_emulator/events)\n"
         f"try:\n"
         f"  curl -s -H 'Content-Type: application/json' -d '{body}' {proxy_url}/api/events\n",
         file=out,
@@ -226,7 +231,9 @@ async def _keep_running(proxy_url: str, admin_url: str, upstream_url: str, out: 
 
 def _demo(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(run_demo(keep_running=args.keep_running, listen=args.listen, out=sys.stdout))
+        return asyncio.run(
+            run_demo(keep_running=args.keep_running, listen=args.listen, out=sys.stdout)
+        )
     return 130
 
 

@@ -50,6 +50,37 @@ async def _close_when_draining(request: web.Request, handler: Handler) -> web.St
     return response
 
 
+async def _mark_shutdown(app: web.Application) -> None:
+    """Runs when the listener has closed: in-flight requests now have the shutdown budget."""
+    state = app[STATE]
+    timeout = state.snapshot.settings.lifecycle.shutdown_timeout_seconds
+    state.shutdown_deadline = asyncio.get_running_loop().time() + timeout
+    # Answer (504) slightly before the server cancels the handlers at the deadline.
+    state.shutdown_cutoff = state.shutdown_deadline - min(0.5, timeout / 10)
+    for deadline in list(state.exchange_deadlines):
+        deadline.reschedule(state.shutdown_cutoff)
+
+
+async def _finish_orphans(app: web.Application) -> None:
+    """Let exchanges whose client left finish within the shutdown budget, then give up."""
+    tasks = app[TASKS]
+    orphans = set(tasks)
+    if not orphans:
+        return
+    deadline = app[STATE].shutdown_deadline
+    remaining = 0.0 if deadline is None else deadline - asyncio.get_running_loop().time()
+    _, pending = await asyncio.wait(orphans, timeout=max(remaining, 0.0))
+    if pending:
+        log.warning(
+            "shutdown: abandoning %d upstream exchange(s) still waiting for the upstream; "
+            "their events may or may not have been stored",
+            len(pending),
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending)
+
+
 async def _upstream(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     settings = state.snapshot.settings
@@ -79,10 +110,7 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
         for task in background:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        orphans = app[TASKS]
-        if orphans:
-            timeout = state.snapshot.settings.lifecycle.shutdown_timeout_seconds
-            await asyncio.wait(list(orphans), timeout=timeout or None)
+        await _finish_orphans(app)
         await session.close()
         await probe.close()
         for ext in state.extensions:
@@ -112,6 +140,7 @@ def create_app(
     events.add_routes(app)
     passthrough.add_routes(app)
     app.cleanup_ctx.append(_upstream)
+    app.on_shutdown.append(_mark_shutdown)
     for ext in extensions:
         ext.set_inflight_provider(lambda: state.inflight)
     return app

@@ -153,27 +153,42 @@ async def _forward(
     headers = upstream_request_headers(request, keep_content_length=False)
     headers[hdrs.CONTENT_TYPE] = "application/json"
     try:
-        answer = await post_event(
-            request.app[SESSION],
-            snapshot.upstream_url(request.raw_path),
-            conv.body,
-            headers,
-            snapshot.event_timeouts,
+        # A deadline shutdown can pull in, so the client gets an answer before the
+        # server gives up on its handler.
+        async with asyncio.timeout(state.shutdown_cutoff) as deadline:
+            state.exchange_deadlines.add(deadline)
+            try:
+                answer = await post_event(
+                    request.app[SESSION],
+                    snapshot.upstream_url(request),
+                    conv.body,
+                    headers,
+                    snapshot.event_timeouts,
+                )
+            finally:
+                state.exchange_deadlines.discard(deadline)
+    except TimeoutError:
+        err = UpstreamError(
+            problems.UPSTREAM_TIMEOUT,
+            "the proxy is shutting down and the upstream has not answered yet; "
+            "the event may or may not have been stored",
         )
-    except UpstreamError as err:
-        log.warning(
-            "%s %s: %s (execution %s, event %s)",
-            request.method,
-            request.path,
-            err.detail,
-            conv.execution_id,
-            conv.event_id,
-        )
-        exchange.record(state, "upstream_failed", error_code=err.problem.code)
-        return problems.proxy_problem(err.problem, err.detail, headers=exchange.headers())
-    outcome: Outcome = "forwarded" if 200 <= answer.status < 300 else "upstream_rejected"
-    exchange.record(state, outcome, answer=answer)
-    return _relay(answer, exchange)
+    except UpstreamError as caught:
+        err = caught
+    else:
+        outcome: Outcome = "forwarded" if 200 <= answer.status < 300 else "upstream_rejected"
+        exchange.record(state, outcome, answer=answer)
+        return _relay(answer, exchange)
+    log.warning(
+        "%s %s: %s (execution %s, event %s)",
+        request.method,
+        request.path,
+        err.detail,
+        conv.execution_id,
+        conv.event_id,
+    )
+    exchange.record(state, "upstream_failed", error_code=err.problem.code)
+    return problems.proxy_problem(err.problem, err.detail, headers=exchange.headers())
 
 
 async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:

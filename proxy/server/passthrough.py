@@ -31,7 +31,7 @@ log = logging.getLogger("envelope_proxy.server")
 async def _open(request: web.Request) -> aiohttp.ClientResponse:
     snapshot = request.app[STATE].snapshot
     session = request.app[SESSION]
-    url = snapshot.upstream_url(request.raw_path)
+    url = snapshot.upstream_url(request)
     headers = upstream_request_headers(request, keep_content_length=True)
     has_body = request.body_exists
     retried = False

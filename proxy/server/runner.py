@@ -66,6 +66,34 @@ def _url(address: object) -> str:
     return str(address)
 
 
+class _Signals:
+    """SIGTERM/SIGINT ask to stop (a second one cuts the drain short); SIGHUP reloads."""
+
+    def __init__(self, app: web.Application):
+        self.stop = asyncio.Event()
+        self.hurry = asyncio.Event()
+        self._app = app
+        self._reloads: set[asyncio.Task[bool | None]] = set()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+
+    def _on_stop(self) -> None:
+        if self.stop.is_set():
+            self.hurry.set()
+        self.stop.set()
+
+    def _on_hup(self) -> None:
+        reloader = self._app.get(RELOADER)
+        if reloader is None:
+            log.warning("SIGHUP during start-up ignored")
+            return
+        task = asyncio.get_running_loop().create_task(reloader.reload(force=True, reason="SIGHUP"))
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+
 async def _serve(
     settings: Settings,
     *,
@@ -80,6 +108,7 @@ async def _serve(
         settings, extensions=extensions, config_file=config_file, reload_from=reload_from
     )
     holder["app"] = app
+    signals = _Signals(app)  # before listening, so no early signal takes the default action
     lifecycle = settings.lifecycle
     runner = web.AppRunner(
         app, shutdown_timeout=lifecycle.shutdown_timeout_seconds, **SERVER_KWARGS
@@ -109,34 +138,14 @@ async def _serve(
     gc.collect()
     gc.freeze()
 
+    await signals.stop.wait()
     state = app[STATE]
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    hurry = asyncio.Event()
-
-    def on_stop() -> None:
-        if stop.is_set():
-            hurry.set()
-        stop.set()
-
-    reloads: set[asyncio.Task[bool | None]] = set()
-
-    def on_hup() -> None:
-        task = loop.create_task(app[RELOADER].reload(force=True, reason="SIGHUP"))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_stop)
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
-
-    await stop.wait()
     state.draining = True
     drain = state.snapshot.settings.lifecycle.drain_seconds
     log.info("shutting down: not ready; serving for %.1f s more, then closing the listener", drain)
     if drain > 0:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(hurry.wait(), drain)
+            await asyncio.wait_for(signals.hurry.wait(), drain)
     log.info("closing the listener; waiting for %d request(s) in flight", state.inflight)
     await runner.cleanup()
     await admin_runner.cleanup()

@@ -7,13 +7,15 @@ new one and swaps a single reference, so a request keeps the snapshot it started
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from aiohttp.web import BaseRequest
 from yarl import URL
 
 from proxy.config import Settings
@@ -40,9 +42,12 @@ class Snapshot:
     stream_timeouts: aiohttp.ClientTimeout
     generation: int
 
-    def upstream_url(self, raw_path: str) -> URL:
-        """The upstream URL for a request's raw path and query (already percent-encoded)."""
-        return URL(self.upstream_base + raw_path, encoded=True)
+    def upstream_url(self, request: BaseRequest) -> URL:
+        """The upstream URL for a request: its raw path and query, still percent-encoded."""
+        raw = request.raw_path
+        if not raw.startswith("/"):  # absolute-form or asterisk-form request target
+            raw = request.rel_url.raw_path_qs
+        return URL(self.upstream_base + raw, encoded=True)
 
 
 def build_engine(settings: Settings) -> tuple[Rules, Engine]:
@@ -131,6 +136,10 @@ class ProxyState:
         self.draining = False
         self.inflight = 0
         self.last_reload: ReloadStatus | None = None
+        self.shutdown_deadline: float | None = None  # loop time; set when shutdown starts
+        # Loop time by which event exchanges must give up (a little before the deadline).
+        self.shutdown_cutoff: float | None = None
+        self.exchange_deadlines: set[asyncio.Timeout] = set()
         self.started_at = time.time()
         self._announce(None)
 
@@ -161,9 +170,6 @@ class ProxyState:
             settings, rules, engine, self.probed_version, previous.generation + 1
         )
         self._announce(previous)
-
-    def replace_settings(self, settings: Settings) -> None:
-        self.snapshot = replace(self.snapshot, settings=settings)
 
     def _announce(self, previous: Snapshot | None) -> None:
         current = self.snapshot

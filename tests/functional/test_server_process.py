@@ -92,6 +92,70 @@ async def test_sigterm_drains_then_answers_in_flight_requests_and_exits_0(
         assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
+async def test_sigterm_with_a_hanging_upstream_answers_504_within_the_budget(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """An exchange the upstream never answers gets 504 before the shutdown budget ends."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "lifecycle:\n  drain_seconds: 0\n  shutdown_timeout_seconds: 1\n", encoding="utf-8"
+    )
+    serve = await ServeProcess.start(
+        "--config",
+        str(config),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream,
+    )
+    try:
+        async with session.post(upstream + "/_emulator/faults", json={"hang": True}) as response:
+            assert response.status == 200
+        async with asyncio.timeout(10):
+            request = asyncio.create_task(
+                session.post(serve.proxy + "/api/events", data=WORKER_EVENT, headers=JSON)
+            )
+            await asyncio.sleep(0.3)
+            serve.signal(signal.SIGTERM)
+            async with await request as response:
+                assert response.status == 504
+                assert orjson.loads(await response.read())["code"] == "upstream_timeout"
+        assert await serve.wait() == 0
+    finally:
+        await serve.stop()
+    assert "the proxy is shutting down and the upstream has not answered yet" in serve.output
+
+
+async def test_sighup_reloads_the_configuration(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """SIGHUP re-reads the configuration even when no file changed (a new generation)."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    serve = await ServeProcess.start(
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream,
+        env={"ENVELOPE_PROXY_LIFECYCLE__DRAIN_SECONDS": "0"},
+    )
+    try:
+        serve.signal(signal.SIGHUP)
+        await wait_for(lambda: "config reload (SIGHUP) applied" in serve.output)
+        async with session.get(serve.admin + "/readyz") as response:
+            ready = orjson.loads(await response.read())
+        assert ready["config_generation"] == 2
+        assert ready["last_reload"]["ok"] is True
+        serve.signal(signal.SIGTERM)
+        assert await serve.wait() == 0
+    finally:
+        await serve.stop()
+
+
 async def test_flags_beat_env_which_beats_the_file(
     aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
