@@ -19,7 +19,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,35 +171,64 @@ class Running:
         return status, data
 
 
-def start(argv: list[str], image: Image, log: Path, env: dict[str, str] | None = None) -> Any:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            argv, cwd=image.workdir, env=env or image.env, stdout=out, stderr=subprocess.STDOUT
-        )
-
-
 def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.kill()
         process.wait(timeout=10)
 
 
+def launch(
+    make_argv: Callable[[int, int], list[str]],
+    ready_url: Callable[[int, int], str],
+    image: Image,
+    log: Path,
+    env: dict[str, str],
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    """Start `make_argv(port_a, port_b)` on two free loopback ports and wait until
+    `ready_url` answers 200. A port taken between choosing and binding it (other processes
+    on this machine pick free ports too) is retried with new ports, twice at most."""
+    for _ in range(3):
+        port_a, port_b = free_port(), free_port()
+        if port_a == port_b:
+            continue
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                make_argv(port_a, port_b),
+                cwd=image.workdir,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        url = ready_url(port_a, port_b)
+        try:
+            wait_for(lambda p=process, u=url: p.poll() is not None or get(u)[0] == 200, url)
+        except AssertionError as exc:
+            stop(process)
+            raise AssertionError(f"{exc}\n{log.read_text(encoding='utf-8')}") from None
+        if process.poll() is None:
+            return process, port_a, port_b
+        output = log.read_text(encoding="utf-8")
+        if "address already in use" not in output:
+            raise AssertionError(output)
+    raise AssertionError("no free port pair after 3 attempts")
+
+
 @pytest.fixture
 def emulator(image: Image, tmp_path: Path) -> Iterator[str]:
     """The image's NoETL emulator (Rust 2.19.1 profile) on a free loopback port."""
-    port = free_port()
-    argv = ["envelope-proxy", "upstream", "--emulate", "rust-2.19.1"]
-    argv += ["--listen", f"127.0.0.1:{port}", "--db", str(tmp_path / "events.db")]
-    log = tmp_path / "emulator.log"
-    process = start(argv, image, log)
-    url = f"http://127.0.0.1:{port}"
+    db = str(tmp_path / "events.db")
+    process, port, _ = launch(
+        lambda port, _: [
+            *("envelope-proxy", "upstream", "--emulate", "rust-2.19.1"),
+            *("--listen", f"127.0.0.1:{port}", "--db", db),
+        ],
+        lambda port, _: f"http://127.0.0.1:{port}/api/health",
+        image,
+        tmp_path / "emulator.log",
+        image.env,
+    )
     try:
-        wait_for(
-            lambda: process.poll() is not None or get(url + "/api/health")[0] == 200,
-            "the emulator",
-        )
-        assert process.poll() is None, log.read_text(encoding="utf-8")
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         stop(process)
 
@@ -213,30 +242,31 @@ def serve(image: Image, host_chart: Path, emulator: str, tmp_path: Path) -> Iter
     config_dir = tmp_path / CONFIG_DIR.lstrip("/")
     kubelet_write(config_dir, {"config.yaml": rendered_config(host_chart, "auto")}, generation=1)
     cmd = [str(config_dir / "config.yaml") if a.startswith(CONFIG_DIR) else a for a in image.cmd]
-    proxy_port, admin_port = free_port(), free_port()
-    argv = [*image.entrypoint, *cmd]
-    argv += ["--listen", f"127.0.0.1:{proxy_port}", "--admin-listen", f"127.0.0.1:{admin_port}"]
-    argv += ["--upstream", emulator]
     state = tmp_path / "state"
     state.mkdir()
     env = image.env | {"ENVELOPE_PROXY_CLIENTS__STATE_FILE": str(state / "clients.json")}
     log = tmp_path / "proxy.log"
-    process = start(argv, image, log, env)
-    running = Running(
-        process,
-        f"http://127.0.0.1:{proxy_port}",
-        f"http://127.0.0.1:{admin_port}",
-        config_dir,
-        host_chart,
+    process, proxy_port, admin_port = launch(
+        lambda proxy, admin: [
+            *image.entrypoint,
+            *cmd,
+            *("--listen", f"127.0.0.1:{proxy}", "--admin-listen", f"127.0.0.1:{admin}"),
+            *("--upstream", emulator),
+        ],
+        lambda _, admin: f"http://127.0.0.1:{admin}/readyz",
+        image,
         log,
+        env,
     )
     try:
-        wait_for(
-            lambda: process.poll() is not None or running.readyz()[0] == 200,
-            "/readyz",
+        yield Running(
+            process,
+            f"http://127.0.0.1:{proxy_port}",
+            f"http://127.0.0.1:{admin_port}",
+            config_dir,
+            host_chart,
+            log,
         )
-        assert process.poll() is None, log.read_text(encoding="utf-8")
-        yield running
     finally:
         stop(process)
 
