@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from proxy.emulator.python_models import BatchEventRequest, EventRequest, decode_python_body
-from proxy.emulator.serde_structs import (
+from proxy.emulator.serde_schema import (
     BOOL,
     ID_LAX,
     ITEMS,
@@ -33,8 +33,8 @@ from proxy.emulator.serde_structs import (
     Field,
     Rejection,
     Struct,
-    deserialize_body,
 )
+from proxy.emulator.serde_structs import deserialize_body
 
 Route = Literal["event", "batch"]
 Family = Literal["rust", "python"]

@@ -51,6 +51,7 @@ I64_MIN = -(2**63)
 _PLAIN_STRING = re.compile(rb'[^"\\\x00-\x1f]*')
 _DIGITS = re.compile(rb"[0-9]*")
 _WHITESPACE = re.compile(rb"[ \t\n\r]*")
+_WHITESPACE_BYTES = frozenset(b" \t\n\r")
 _HEX4 = re.compile(rb"[0-9A-Fa-f]{4}")
 SIMPLE_ESCAPES = {
     ord('"'): '"',
@@ -106,6 +107,12 @@ class Reader:
     # -- bytes ------------------------------------------------------------------------
 
     def parse_whitespace(self) -> int | None:
+        """Skip JSON whitespace; the next byte, or None at the end of the body."""
+        if self.i >= self.n:
+            return None
+        byte = self.data[self.i]
+        if byte not in _WHITESPACE_BYTES:
+            return byte
         match = _WHITESPACE.match(self.data, self.i)
         assert match is not None
         self.i = match.end()
@@ -201,8 +208,18 @@ class Reader:
     def parse_str(self) -> str:
         """A string whose opening quote is consumed; UTF-8 and surrogates are validated."""
         data = self.data
-        scratch = bytearray()
         start = self.i
+        match = _PLAIN_STRING.match(data, start)
+        assert match is not None
+        end = match.end()
+        if end < self.n and data[end] == 0x22:
+            # The common case: no escape, one slice.
+            self.i = end + 1
+            try:
+                return data[start:end].decode("utf-8")
+            except UnicodeDecodeError:
+                raise self.error(INVALID_UNICODE) from None
+        scratch = bytearray()
         while True:
             match = _PLAIN_STRING.match(data, self.i)
             assert match is not None

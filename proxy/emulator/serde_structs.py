@@ -1,6 +1,6 @@
 """The Rust server's request structs, deserialized the way `#[derive(Deserialize)]` does.
 
-Each struct is data (`Struct` of `Field`s in declaration order, with serde aliases and
+Each struct is data (`serde_schema`: fields in declaration order, with serde aliases and
 defaults); `deserialize_body` runs it over `serde_reader.Reader` and returns either the
 field values or the axum rejection (status and text) the server would send. Field kinds
 cover what the NoETL structs use: `String`, `Option<String>`, `bool`, `serde_json::Value`,
@@ -10,75 +10,34 @@ v2.19.1+, and `Vec<BatchEventItem>`.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.emulator.serde_errors import DATA, EOF_VALUE, EXPECTED_VALUE, SerdeError, Unexpected
+from proxy.emulator.serde_fast import fast_deserialize
 from proxy.emulator.serde_reader import I64_MIN, Reader
+from proxy.emulator.serde_schema import (
+    BOOL,
+    ID_LAX,
+    ITEMS,
+    OPT_DATETIME,
+    OPT_I64_VEC,
+    OPT_ID_LAX,
+    OPT_STRING,
+    OPT_VALUE,
+    STRING,
+    VALUE,
+    Field,
+    Rejection,
+    Struct,
+)
 from proxy.emulator.serde_skip import ignore_value
-
-STRING = "string"
-OPT_STRING = "opt_string"
-BOOL = "bool"
-VALUE = "value"
-OPT_VALUE = "opt_value"
-OPT_I64_VEC = "opt_i64_vec"
-OPT_DATETIME = "opt_datetime"
-ID_LAX = "id_lax"
-OPT_ID_LAX = "opt_id_lax"
-ITEMS = "items"
+from proxy.emulator.timestamps import chrono_rfc3339_problem
 
 _ID_LAX_EXPECTING = "a string or signed/unsigned integer representing a snowflake id"
 _OPT_ID_LAX_EXPECTING = (
     "null, a string, or a signed/unsigned integer representing an optional snowflake id"
 )
 _DATETIME_EXPECTING = "an RFC 3339 formatted date and time string"
-_REQUIRED = object()
-
-
-@dataclass(frozen=True)
-class Field:
-    """One struct field: its Rust name, serde aliases, kind, and `#[serde(default)]`."""
-
-    name: str
-    kind: str
-    aliases: tuple[str, ...] = ()
-    default: Any = _REQUIRED
-
-    @property
-    def has_default(self) -> bool:
-        return self.default is not _REQUIRED
-
-    @property
-    def optional(self) -> bool:
-        # serde fills a missing `Option<T>` with None unless `deserialize_with` is used.
-        return self.kind in (OPT_STRING, OPT_VALUE, OPT_I64_VEC, OPT_DATETIME)
-
-
-@dataclass(frozen=True)
-class Struct:
-    """A `#[derive(Deserialize)]` struct; `items` is the element struct of an ITEMS field."""
-
-    name: str
-    fields: tuple[Field, ...]
-    items: Struct | None = None
-    lookup: dict[str, Field] = field(init=False, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        names: dict[str, Field] = {}
-        for f in self.fields:
-            for key in (f.name, *f.aliases):
-                names[key] = f
-        object.__setattr__(self, "lookup", names)
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """What axum's `Json` extractor answers: status and text/plain body."""
-
-    status: int
-    text: str
 
 
 _SYNTAX_PREFIX = "Failed to parse the request body as JSON: "
@@ -86,7 +45,16 @@ _DATA_PREFIX = "Failed to deserialize the JSON body into the target type: "
 
 
 def deserialize_body(body: bytes, struct: Struct) -> dict[str, Any] | Rejection:
-    """Deserialize a whole body into `struct` like `axum::Json<T>`; refusals as axum words them."""
+    """Deserialize a whole body into `struct` like `axum::Json<T>`; refusals as axum words them.
+
+    Ordinary bodies take `serde_fast`'s shortcut; everything else the exact reader.
+    """
+    values = fast_deserialize(body, struct)
+    return values if values is not None else exact_deserialize(body, struct)
+
+
+def exact_deserialize(body: bytes, struct: Struct) -> dict[str, Any] | Rejection:
+    """The byte-by-byte reader: always right, and the only one that words refusals."""
     reader = Reader(body)
     try:
         values = _deserialize_struct(reader, struct)
@@ -342,70 +310,3 @@ def _deserialize_datetime(r: Reader) -> str:
     if problem is not None:
         raise r.fix(r.data_error(problem))
     return text
-
-
-# -- chrono's relaxed RFC 3339 parser (`DateTime<FixedOffset>::from_str`) ---------------
-
-_INVALID = "input contains invalid characters"
-_TOO_SHORT = "premature end of input"
-_TOO_LONG = "trailing input"
-_OUT_OF_RANGE = "input is out of range"
-_DATE_PART = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
-_TIME_PART = re.compile(r"([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?")
-_OFFSET_PART = re.compile(r"([+-])([0-9]{2}):?([0-9]{2})")
-_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-
-
-def chrono_rfc3339_problem(text: str) -> str | None:
-    """chrono's error message for a timestamp it refuses, or None when it parses.
-
-    An offset is required: a naive `2026-06-05T12:00:00` ends early (`premature end of
-    input`), which is what the Rust server answers for an offset-less `created_at`.
-    """
-    date = _DATE_PART.match(text)
-    if date is None:
-        return _template_problem(text, "DDDD-DD-DD")
-    pos = date.end()
-    if pos >= len(text):
-        return _TOO_SHORT
-    if text[pos] not in "Tt ":
-        return _INVALID
-    pos += 1
-    time = _TIME_PART.match(text, pos)
-    if time is None:
-        return _template_problem(text[pos:], "DD:DD:DD")
-    pos = time.end()
-    while pos < len(text) and text[pos] == " ":
-        pos += 1
-    if pos >= len(text):
-        return _TOO_SHORT
-    if text[pos] in "Zz":
-        pos += 1
-        offset_ok = True
-    else:
-        offset = _OFFSET_PART.match(text, pos)
-        if offset is None:
-            if text[pos] not in "+-":
-                return _INVALID
-            return _template_problem(text[pos + 1 :], "DD:DD")
-        pos = offset.end()
-        offset_ok = int(offset.group(2)) < 24 and int(offset.group(3)) < 60
-    if text[pos:].strip():
-        return _TOO_LONG
-    year, month, day = (int(g) for g in date.groups())
-    hour, minute, second = (int(g) for g in time.groups()[:3])
-    leap_year = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-    month_days = _DAYS[month - 1] if 1 <= month <= 12 else 0
-    if month == 2 and not leap_year:
-        month_days = 28
-    if not (offset_ok and 1 <= day <= month_days and hour < 24 and minute < 60 and second <= 60):
-        return _OUT_OF_RANGE
-    return None
-
-
-def _template_problem(rest: str, template: str) -> str:
-    """Input that stops while still matching the template ends early; else it is invalid."""
-    for ch, want in zip(rest, template, strict=False):
-        if (want == "D" and ch not in "0123456789") or (want != "D" and ch != want):
-            return _INVALID
-    return _TOO_SHORT if len(rest) < len(template) else _INVALID

@@ -6,7 +6,7 @@ import pytest
 
 from proxy.emulator.profiles import PROFILES, Decoded, Refusal, Route, decode_request
 from proxy.emulator.serde_errors import ryu_format
-from proxy.emulator.serde_structs import chrono_rfc3339_problem
+from proxy.emulator.timestamps import chrono_rfc3339_problem
 from tests.samples import sample_bytes
 
 DATA = "Failed to deserialize the JSON body into the target type: "
