@@ -138,7 +138,7 @@ def fast_deserialize(body: bytes, struct: Struct) -> dict[str, Any] | None:
             parse_constant=_refuse_constant,
             parse_int=_serde_number,
         )
-        if not _within_depth(tree, _MAX_DEPTH):
+        if not isinstance(tree, dict) or not _within_depth(tree, _MAX_DEPTH):
             return None
         return _struct_values(tree, struct)
     except (_Unusual, ValueError, RecursionError):

@@ -102,6 +102,9 @@ def test_samples_agree() -> None:
         + b"]" * 127
         + b"}",
         b'["1","s","e"]',
+        b"null",
+        b'"text"',
+        b"5",
     ],
 )
 def test_unusual_bodies_go_to_the_exact_reader(body: bytes) -> None:
