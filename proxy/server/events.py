@@ -240,8 +240,14 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
                 f"body not received within {limits.body_read_timeout_seconds} s",
                 close=True,
             )
-        except (ConnectionError, web.HTTPException, OSError):
-            return refuse(problems.CLIENT_ABORTED, "the body was cut short", close=True)
+        except (ConnectionError, OSError, web.RequestPayloadError):
+            return refuse(
+                problems.CLIENT_ABORTED, "the body was cut short or badly framed", close=True
+            )
+        except asyncio.CancelledError:
+            # The server cancels the handler when the client leaves (if so configured).
+            exchange.record(state, "rejected", error_code=problems.CLIENT_ABORTED.code)
+            raise
 
         convert = (
             snapshot.engine.convert_batch if kind == "batch" else snapshot.engine.convert_event

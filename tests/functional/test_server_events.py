@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 import orjson
 import pytest
+from aiohttp.client_reqrep import ConnectionKey
 
 from proxy.envelope import Engine, load_rules
+from proxy.server.forward import never_sent
 from tests.functional.server_support import (
     JSON,
     ServerFactory,
@@ -397,6 +399,52 @@ async def test_exactly_the_limit_is_accepted_and_chunked_growth_past_it_is_413(
         assert orjson.loads(await resp.read())["code"] == "body_too_large"
     assert await stack.upstream_requests() == 1
 
+    async def within_limit() -> AsyncIterator[bytes]:
+        yield EMIT_REQUEST[:10]
+        yield EMIT_REQUEST[10:]
+
+    async with session.post(stack.proxy + "/api/events", data=within_limit(), headers=JSON) as resp:
+        assert resp.status == 200
+    assert await stack.upstream_requests() == 2
+    assert len(await stack.stored()) == 2
+
+
+async def test_expect_100_continue_with_oversize_body_is_refused_before_sending(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """A client asking `Expect: 100-continue` for a too-large body gets 413, not 100."""
+    stack = await start_stack(
+        aiohttp_server, session, "rust-2.19.1", overrides={"limits.max_body_bytes": 64}
+    )
+    response = await _raw(
+        stack,
+        b"POST /api/events HTTP/1.1\r\nHost: p\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n",
+    )
+    assert response.startswith(b"HTTP/1.1 413 ")
+    assert b"100 Continue" not in response
+
+
+async def test_client_gone_mid_body_forwards_nothing(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """A client that disconnects before its body is complete causes no upstream call."""
+    import asyncio
+
+    stack = await start_stack(aiohttp_server, session, "rust-2.19.1")
+    host, port = stack.proxy.removeprefix("http://").rsplit(":", 1)
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /api/events HTTP/1.1\r\nHost: p\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"execution_id":'
+    )
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.close()
+    await wait_for(lambda: bool(stack.recorder.records))
+    assert stack.recorder.records[0].error_code == "client_aborted"
+    assert await stack.upstream_requests() == 0
+
 
 async def test_stalled_body_is_408(
     aiohttp_server: ServerFactory, session: aiohttp.ClientSession
@@ -412,6 +460,20 @@ async def test_stalled_body_is_408(
     )
     assert response.startswith(b"HTTP/1.1 408 ")
     assert b'"code":"body_timeout"' in response
+    assert await stack.upstream_requests() == 0
+
+
+async def test_ambiguous_framing_is_400_and_never_forwarded(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """Content-Length together with chunked encoding (a smuggling vector) is refused."""
+    stack = await start_stack(aiohttp_server, session, "rust-2.19.1")
+    response = await _raw(
+        stack,
+        b"POST /api/events HTTP/1.1\r\nHost: p\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    assert response.startswith((b"HTTP/1.0 400 ", b"HTTP/1.1 400 "))
     assert await stack.upstream_requests() == 0
 
 
@@ -438,6 +500,80 @@ async def test_client_leaving_after_the_body_does_not_cancel_forwarding(
     assert [r.outcome for r in stack.recorder.records] == ["forwarded"]
     assert len(await stack.stored()) == 1
     assert stack.state.inflight == 0
+
+
+async def test_non_json_success_is_relayed_without_ids(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """A 2xx that is not JSON is relayed as is; the record simply has no stored ids."""
+    import asyncio
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nstored"
+        )
+        await writer.drain()
+        writer.close()
+
+    upstream = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = upstream.sockets[0].getsockname()[1]
+    try:
+        settings = settings_for(f"http://127.0.0.1:{port}", {"upstream.version": "v1"})
+        proxy, _, _, recorder = await start_proxy(aiohttp_server, settings)
+        async with session.post(proxy + "/api/events", data=EMIT_REQUEST, headers=JSON) as resp:
+            assert resp.status == 201
+            assert resp.headers["Content-Type"] == "text/plain"
+            assert await resp.read() == b"stored"
+        assert recorder.records[0].outcome == "forwarded"
+        assert recorder.records[0].stored_event_ids == ()
+    finally:
+        upstream.close()
+        await upstream.wait_closed()
+
+
+async def test_malformed_upstream_answer_is_502(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """An answer that is not valid HTTP (a header with a bare CR) becomes 502, never a 500."""
+    import asyncio
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Bad: a\rb\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    upstream = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = upstream.sockets[0].getsockname()[1]
+    try:
+        settings = settings_for(f"http://127.0.0.1:{port}", {"upstream.version": "v1"})
+        proxy, _, _, _ = await start_proxy(aiohttp_server, settings)
+        async with session.post(proxy + "/api/events", data=EMIT_REQUEST, headers=JSON) as resp:
+            assert resp.status == 502
+            assert orjson.loads(await resp.read())["code"] == "bad_upstream_response"
+    finally:
+        upstream.close()
+        await upstream.wait_closed()
+
+
+def test_only_requests_that_never_left_count_as_retryable() -> None:
+    """Refused connections and writes refused by a closing pooled socket are retryable;
+    a reset or timeout after writing is not."""
+    key = ConnectionKey("127.0.0.1", 1, False, True, None, None, None, None)
+    refused = aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "refused"))
+    assert never_sent(refused)
+    unwritten = aiohttp.ClientOSError(None, "Can not write request body")
+    unwritten.__cause__ = aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+    assert never_sent(unwritten)
+    lost = aiohttp.ClientOSError(None, "Can not write request body")
+    lost.__cause__ = aiohttp.ClientConnectionResetError("Connection lost")
+    assert not never_sent(lost)
+    assert not never_sent(aiohttp.ServerDisconnectedError())
+    assert not never_sent(aiohttp.SocketTimeoutError("read"))
+    assert not never_sent(aiohttp.ConnectionTimeoutError("connect"))
 
 
 async def test_record_carries_client_hints_and_ids(
