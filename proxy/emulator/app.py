@@ -23,6 +23,8 @@ from proxy.emulator.faults import FaultConfig, FaultConfigError, FaultPlan, Faul
 from proxy.emulator.profiles import (
     PROFILES,
     RUST_BODY_LIMIT,
+    RUST_TOO_LARGE,
+    TEXT_PLAIN,
     Decoded,
     ProfileSpec,
     Route,
@@ -97,7 +99,12 @@ def _handle(emu: Emulator, decoded: Decoded, request: web.Request) -> Reply:
 
 
 def _process(
-    emu: Emulator, spec: ProfileSpec, route: Route, request: web.Request, body: bytes
+    emu: Emulator,
+    spec: ProfileSpec,
+    route: Route,
+    request: web.Request,
+    body: bytes,
+    fault: str | None = None,
 ) -> Reply:
     """Body layer, then handler, then the record of what happened."""
     content_type = request.headers.get("Content-Type")
@@ -106,7 +113,7 @@ def _process(
         reply = _handle(emu, outcome, request)
     else:
         reply = Reply(outcome.status, outcome.body, outcome.content_type, outcome.headers)
-    _record(emu, spec, route, content_type, body, reply)
+    _record(emu, spec, route, content_type, body, reply, fault)
     return reply
 
 
@@ -186,11 +193,7 @@ async def _ingest(request: web.Request, route: Route) -> web.StreamResponse:
         and (request.content_length or 0) > RUST_BODY_LIMIT
     ):
         # axum refuses on Content-Length without reading the body.
-        reply = Reply(
-            413,
-            b"Failed to buffer the request body: length limit exceeded",
-            "text/plain; charset=utf-8",
-        )
+        reply = Reply(413, RUST_TOO_LARGE, TEXT_PLAIN)
         _record(emu, spec, route, content_type, b"", reply)
         return _reply_response(reply)
     body = await request.read()
@@ -199,7 +202,7 @@ async def _ingest(request: web.Request, route: Route) -> web.StreamResponse:
         return _drop(request)
     if plan.drop:
         if plan.store_before_drop:
-            _process(emu, spec, route, request, body)
+            _process(emu, spec, route, request, body, fault="dropped after processing")
         return _drop(request)
     if plan.status is not None:
         reply = _injected(emu, plan)

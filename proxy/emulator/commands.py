@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.emulator.app import create_emulator_app
+from proxy.emulator.app import EMULATOR_KEY, create_emulator_app
 from proxy.emulator.profiles import PROFILES
 
 DEFAULT_LISTEN = "127.0.0.1:8082"
@@ -91,8 +91,7 @@ async def _serve(args: argparse.Namespace) -> int:
 
 
 def app_description(app: web.Application) -> str:
-    from proxy.emulator.app import EMULATOR_KEY
-
+    """`emulating rust-2.19.1 version 3.83.1`, as printed on start."""
     emu = app[EMULATOR_KEY]
     version = f" version {emu.version}" if emu.spec.family == "rust" else ""
     mode = ", fast mode" if emu.fast else ""

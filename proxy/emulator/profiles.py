@@ -42,7 +42,7 @@ Family = Literal["rust", "python"]
 RUST_BODY_LIMIT = 2 * 1024 * 1024  # axum's DefaultBodyLimit; /api/events never raises it
 TEXT_PLAIN = "text/plain; charset=utf-8"
 _RUST_415 = b"Expected request with `Content-Type: application/json`"
-_RUST_413 = b"Failed to buffer the request body: length limit exceeded"
+RUST_TOO_LARGE = b"Failed to buffer the request body: length limit exceeded"
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ def decode_request(
     if not axum_accepts_content_type(content_type):
         return Refusal(415, _RUST_415, TEXT_PLAIN)
     if len(body) > RUST_BODY_LIMIT:
-        return Refusal(413, _RUST_413, TEXT_PLAIN)
+        return Refusal(413, RUST_TOO_LARGE, TEXT_PLAIN)
     struct = spec.batch_struct if route == "batch" else spec.event_struct
     assert struct is not None
     values = deserialize_body(body, struct)

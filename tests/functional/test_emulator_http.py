@@ -252,3 +252,18 @@ async def test_sqlite_file_keeps_exact_bytes_and_ids(start: Any, tmp_path: Path)
             " JOIN requests r ON r.seq = e.request_seq"
         ).fetchall()
     assert rows == [(body, answer["event_id"], "/api/events", "rust-2.19.1")]
+
+
+async def test_rust_refuses_large_bodies_by_content_length(start: Any) -> None:
+    """Over 2 MiB the Rust server answers 413 text; the Python server reads on."""
+    body = (
+        b'{"execution_id":"1","step":"s","event_type":"e","pad":"'
+        + b"x" * (2 * 1024 * 1024)
+        + b'"}'
+    )
+    rust = await start("rust-2.19.1")
+    response = await rust.post("/api/events", data=body, headers=JSON)
+    assert response.status == 413
+    assert await response.read() == b"Failed to buffer the request body: length limit exceeded"
+    python = await start("python")
+    assert (await python.post("/api/events", data=body, headers=JSON)).status == 200

@@ -114,7 +114,7 @@ def test_unusual_bodies_go_to_the_exact_reader(body: bytes) -> None:
         assert fast_deserialize(body, struct) is None
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(content=BODIES)
 def test_generated_bodies_agree(content: dict[str, Any]) -> None:
     """On generated bodies the shortcut never accepts what the exact reader refuses."""
