@@ -28,6 +28,7 @@ log = logging.getLogger("envelope_proxy.server")
 # Short enough for an operator to see the change at once, long enough to coalesce the
 # several events of one editor save or one ConfigMap swap.
 DEBOUNCE_MS = 150
+RETRY_WATCH_SECONDS = 5.0
 
 
 def _fingerprint(config_file: Path | None, rules_dir: Path | None) -> str:
@@ -123,9 +124,13 @@ class ConfigReloader:
             if not paths:
                 return
             stop = asyncio.Event()
-            async for _ in watchfiles.awatch(
-                *paths, debounce=DEBOUNCE_MS, step=50, stop_event=stop, recursive=True
-            ):
-                await self.reload(force=False, reason="file change")
-                if self._watched() != paths:
-                    stop.set()
+            try:
+                async for _ in watchfiles.awatch(
+                    *paths, debounce=DEBOUNCE_MS, step=50, stop_event=stop, recursive=True
+                ):
+                    await self.reload(force=False, reason="file change")
+                    if self._watched() != paths:
+                        stop.set()
+            except Exception:  # e.g. a watched directory vanished; SIGHUP still works
+                log.exception("watching %s failed; retrying", ", ".join(map(str, paths)))
+                await asyncio.sleep(RETRY_WATCH_SECONDS)

@@ -30,6 +30,7 @@ from proxy.server.admin import create_admin_app
 from proxy.server.app import RELOADER, SERVER_KWARGS, create_app
 from proxy.server.hooks import Extension
 from proxy.server.keys import STATE
+from proxy.server.state import build_engine
 
 log = logging.getLogger("envelope_proxy.server")
 
@@ -186,6 +187,7 @@ def serve(
     if port == 0:
         log.error("workers > 1 need a fixed listen port (SO_REUSEPORT shares one port)")
         return 2
+    build_engine(settings)  # refuse bad rules once here rather than in every worker
     children: dict[int, int] = {}
     for index in range(settings.workers):
         pid = os.fork()

@@ -100,7 +100,10 @@ class VersionProbe:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
             self._wake.clear()
-            await self.probe_once()
+            try:
+                await self.probe_once()
+            except Exception:  # the probe must outlive any surprise; the next one may work
+                log.exception("upstream version probe failed unexpectedly")
 
     async def close(self) -> None:
         if self._session is not None:
