@@ -113,6 +113,9 @@ class PythonReply:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+INTERNAL_SERVER_ERROR = PythonReply(500, b"Internal Server Error", "text/plain; charset=utf-8")
+
+
 def render_json(content: Any) -> bytes:
     """FastAPI's `JSONResponse.render`: compact, UTF-8, no NaN."""
     return json.dumps(
@@ -124,8 +127,8 @@ def json_reply(status: int, content: Any, headers: tuple[tuple[str, str], ...] =
     """A JSON answer; a value JSON cannot carry (NaN echoed back) fails like Starlette."""
     try:
         return PythonReply(status, render_json(content), headers=headers)
-    except (ValueError, TypeError):
-        return PythonReply(500, b"Internal Server Error", "text/plain; charset=utf-8")
+    except (ValueError, TypeError, RecursionError):
+        return INTERNAL_SERVER_ERROR
 
 
 def detail(status: int, message: Any, headers: tuple[tuple[str, str], ...] = ()) -> PythonReply:
@@ -161,8 +164,9 @@ def _jsonable(value: Any) -> Any:
 def _validation_reply(errors: list[dict[str, Any]]) -> PythonReply:
     try:
         content = {"detail": _jsonable(errors)}
-    except UnicodeDecodeError:
-        return PythonReply(500, b"Internal Server Error", "text/plain; charset=utf-8")
+    except (UnicodeDecodeError, RecursionError):
+        # FastAPI's encoder fails the same way on these inputs; Starlette answers 500.
+        return INTERNAL_SERVER_ERROR
     return json_reply(422, content)
 
 
@@ -200,6 +204,8 @@ def decode_python_body(
         model: EventRequest | BatchEventRequest = adapter.validate_python(
             value, from_attributes=True
         )
+    except RecursionError:
+        return INTERNAL_SERVER_ERROR
     except ValidationError as exc:
         errors = [
             {**error, "loc": ["body", *error["loc"]]} for error in exc.errors(include_url=False)

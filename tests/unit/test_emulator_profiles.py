@@ -199,3 +199,17 @@ def test_python_batch_rules() -> None:
 def test_profile_for_version(version: str, profile: str) -> None:
     """A release number maps to the ingest rules of its family."""
     assert profile_for_version(version) == profile
+
+
+def test_python_nesting() -> None:
+    """Nesting within Python's recursion limit validates; far beyond it the parse fails (400)."""
+
+    def nested(depth: int) -> bytes:
+        return (
+            b'{"execution_id":"1","name":"e","payload":{"a":' + b"[" * depth + b"]" * depth + b"}}"
+        )
+
+    assert detail(python(nested(100)))[0]["loc"] == ["body", "step"]
+    deep = python(nested(5000))
+    assert isinstance(deep, Refusal)
+    assert deep.status == 400
