@@ -13,7 +13,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -194,13 +193,8 @@ class ObservabilityExtension:
         identity = self._identifier.identity(record.hints, record.worker_id)
         client = self._identifier.label(identity)
         shape = record.shape or UNKNOWN_SHAPE
-        outcome = record.outcome
-        if outcome == "upstream_rejected" and (record.upstream_status or 0) >= 500:
-            # A relayed 5xx is a failure of the upstream, not a refusal of the event.
-            outcome = "upstream_failed"
-            record = replace(record, outcome=outcome)
         self.metrics.observe_event(
-            client, shape, record.target, outcome, record.upstream_seconds, now
+            client, shape, record.target, record.outcome, record.upstream_seconds, now
         )
         self.ledger.record(client, shape, now)
         if self._shadow is not None:

@@ -176,7 +176,13 @@ async def _forward(
     except UpstreamError as caught:
         err = caught
     else:
-        outcome: Outcome = "forwarded" if 200 <= answer.status < 300 else "upstream_rejected"
+        outcome: Outcome = (
+            "forwarded"
+            if 200 <= answer.status < 300
+            else "upstream_failed"
+            if answer.status >= 500
+            else "upstream_rejected"
+        )
         exchange.record(state, outcome, answer=answer)
         return _relay(answer, exchange)
     log.warning(

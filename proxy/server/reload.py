@@ -57,10 +57,12 @@ class ConfigReloader:
     def _watched(self) -> list[Path]:
         paths = []
         if self._state.config_file is not None:
-            paths.append(self._state.config_file.resolve().parent)
+            # The mount directory itself, not the resolved target: Kubernetes swaps the
+            # `..data` symlink there and deletes the old dated directory on every update.
+            paths.append(self._state.config_file.absolute().parent)
         rules_dir = self._state.snapshot.settings.rules_dir
         if rules_dir is not None:
-            paths.append(rules_dir.resolve())
+            paths.append(rules_dir.absolute())
         return [path for path in dict.fromkeys(paths) if path.is_dir()]
 
     def _load(self) -> tuple[Settings, Rules, Engine]:

@@ -104,6 +104,9 @@ async def _serve(
     reuse_port: bool,
 ) -> int:
     holder: dict[str, web.Application] = {}
+    if worker > 0:  # only worker 0 serves /clients, so only it keeps the ledger file
+        clients = settings.clients.model_copy(update={"state_file": None})
+        settings = settings.model_copy(update={"clients": clients})
     extensions = build_extensions(settings, lambda: holder["app"][STATE].snapshot.engine)
     app = create_app(
         settings, extensions=extensions, config_file=config_file, reload_from=reload_from

@@ -199,7 +199,7 @@ async def test_upstream_503_is_relayed_with_retry_after(
     assert response.headers["Retry-After"] == "7"
     assert orjson.loads(answer) == {"detail": {"code": "pool_saturated"}}
     assert await stack.upstream_requests() == 1
-    assert stack.recorder.records[0].outcome == "upstream_rejected"
+    assert stack.recorder.records[0].outcome == "upstream_failed"
 
 
 async def test_unreachable_upstream_is_502_after_one_retry(

@@ -91,7 +91,9 @@ def test_dashboard_answers_the_cutover_questions() -> None:
     exprs = expressions(load())
     joined = "\n".join(exprs)
     assert any("envelope_proxy_events_total" in e and "by (client, shape)" in e for e in exprs)
-    assert 'envelope_proxy_client_last_seen_timestamp_seconds{shape!="executor_event"' in joined
+    # Legacy means neither canonical nor refused-before-detection, as in the sunset verdict.
+    legacy = 'envelope_proxy_client_last_seen_timestamp_seconds{shape!~"executor_event|unknown"'
+    assert legacy in joined
     assert 'outcome=~"upstream_failed|upstream_rejected"' in joined
     quantiles = re.findall(r"histogram_quantile\((0\.\d+),", joined)
     assert sorted(quantiles) == ["0.5", "0.95", "0.99"]
