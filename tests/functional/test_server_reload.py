@@ -114,6 +114,35 @@ async def test_configmap_symlink_swap_is_picked_up(
     assert stack.recorder.reloads == [True]
 
 
+def configmap_update(mount: Path, name: str, text: str) -> None:
+    """What the kubelet does: a new dated directory, an atomic `..data` swap, old one removed."""
+    dated = mount / name
+    dated.mkdir()
+    (dated / "config.yaml").write_text(text, encoding="utf-8")
+    previous = (mount / "..data").readlink() if (mount / "..data").is_symlink() else None
+    (mount / "..data_tmp").symlink_to(dated.name)
+    os.replace(mount / "..data_tmp", mount / "..data")
+    if previous is not None:
+        shutil.rmtree(mount / previous)
+
+
+async def test_back_to_back_configmap_updates_all_apply(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A second ConfigMap update right after the first is not lost with the old directory."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    configmap_update(tmp_path, "..v1", config_text(upstream))
+    config = tmp_path / "config.yaml"
+    config.symlink_to("..data/config.yaml")
+    stack = await reloading_stack(aiohttp_server, session, config, upstream)
+
+    configmap_update(tmp_path, "..v2", config_text(upstream, upstream__version="v2"))
+    await wait_for(lambda: stack.state.snapshot.target == "executor_event")
+    configmap_update(tmp_path, "..v3", config_text(upstream, upstream__version="v1"))
+    await wait_for(lambda: stack.state.snapshot.target == "event_request")
+    assert stack.recorder.reloads == [True, True]
+
+
 async def test_invalid_config_is_refused_and_the_running_one_kept(
     aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
