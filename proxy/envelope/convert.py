@@ -25,7 +25,15 @@ from proxy.envelope.errors import (
     MissingField,
 )
 from proxy.envelope.ids import ExactId, SnowflakeMinter, parse_id
-from proxy.envelope.jsonbody import Raw, RawObject, is_string, json_type, split_array, split_nested
+from proxy.envelope.jsonbody import (
+    QUOTE,
+    Raw,
+    RawObject,
+    is_string,
+    json_type,
+    split_array,
+    split_nested,
+)
 from proxy.envelope.rules import FieldPlan, Rules, Shape, Source, Target
 from proxy.envelope.timestamps import render_utc, validate_timestamp
 
@@ -34,7 +42,18 @@ _decode_str = msgspec.json.Decoder(str).decode
 _NULL = b"null"
 # Fields for which an explicit JSON null means "not given", as in the servers' Option<T>.
 _NULL_IS_ABSENT = frozenset({"event_id", "worker_id", "status", "created_at", "meta"})
-_STRING_FIELDS = ("event_type", "step", "status", "created_at", "worker_id")
+_STRING_FIELDS = frozenset({"event_type", "step", "status", "created_at", "worker_id"})
+# Every canonical field but the context, which is only ever passed through.
+_SMALL_FIELDS = (
+    "execution_id",
+    "event_type",
+    "step",
+    "status",
+    "created_at",
+    "event_id",
+    "worker_id",
+    "meta",
+)
 _BATCH_ITEM_FIELDS = ("step", "event_type", "context")
 
 
@@ -61,6 +80,8 @@ class Context(NamedTuple):
     batch_max_items: int
     now: Callable[[], datetime]
     normalise: dict[bytes, bytes]  # lower-cased JSON string content -> canonical status
+    derive: tuple[tuple[tuple[bytes, ...], bytes], ...]  # needles -> JSON status
+    derive_otherwise: bytes
     attempts_meta: bytes | None  # the meta written when there is none
 
 
@@ -84,6 +105,11 @@ def make_context(
         normalise={
             alias.encode(): canonical.encode() for alias, canonical in rules.normalise.items()
         },
+        derive=tuple(
+            (tuple(needle.encode() for needle in needles), orjson.dumps(status))
+            for needles, status in rules.derive
+        ),
+        derive_otherwise=orjson.dumps(rules.derive_otherwise),
         attempts_meta=orjson.dumps({"attempts": attempts}) if attempts is not None else None,
     )
 
@@ -152,78 +178,91 @@ def _text(raw: JsonBytes) -> str:
 
 def convert_event(members: RawObject, shape: Shape, target: Target, ctx: Context) -> Conversion:
     """Convert one event body of a detected event shape to `target`."""
-    get = members.get
-    nested: dict[str, RawObject | None] = {}
-    values: dict[str, JsonBytes | None] = {}
-    for plan in shape.plan:
-        # _resolve, inlined: this loop runs nine times per event.
-        value: JsonBytes | None = None
-        origin = plan.field
-        for key in plan.keys:
-            raw = get(key)
-            if raw is not None:
-                if value is not None:
-                    raise _conflict(plan.field, origin, key)
-                value, origin = raw, key
-        if value is None and plan.nested:
-            value, origin = _resolve_nested(
-                members, plan.nested, nested, ctx.rules.defaults.step, plan.field
-            )
-        if value is not None:
-            if plan.field in _NULL_IS_ABSENT and _is_null(value):
-                value = None
-            elif plan.field in _STRING_FIELDS and not is_string(value):
-                named = plan.field if origin == plan.field else f"{plan.field} (sent as {origin})"
-                raise InvalidFieldType(
-                    f"{named} must be a string, got {json_type(value)}", field=plan.field
+    # One pass over the body: each member either feeds a canonical field (two members
+    # feeding one field is a conflict) or passes through unchanged, in input order.
+    values: dict[str, JsonBytes] = {}
+    origins: dict[str, str] = {}
+    extras: list[JsonBytes] = []
+    key_fields = shape.key_fields
+    written = target.written_keys
+    for key, raw in members.items():
+        field = key_fields.get(key)
+        if field is None:
+            if key in written:
+                raise ConflictingFields(
+                    f"{key} is both an input key and a key the target writes", field=key
                 )
-        values[plan.field] = value
+            extras += (_key_prefix(key), raw)
+        elif field in values:
+            raise _conflict(field, origins[field], key)
+        else:
+            values[field] = raw
+            origins[field] = key
+    if shape.nested_plan:
+        _resolve_missing(members, shape, values, origins, ctx.rules.defaults.step)
 
-    raw_execution_id = values["execution_id"]
+    # Small fields as bytes; an explicit null counts as absent where the servers say so.
+    small: dict[str, bytes | None] = {}
+    for field in _SMALL_FIELDS:
+        given = values.get(field)
+        data = bytes(given) if given is not None else None
+        if data == _NULL and field in _NULL_IS_ABSENT:
+            data = None
+        elif data is not None and field in _STRING_FIELDS and data[0] != QUOTE:
+            origin = origins[field]
+            named = field if origin == field else f"{field} (sent as {origin})"
+            raise InvalidFieldType(f"{named} must be a string, got {json_type(data)}", field=field)
+        small[field] = data
+
+    raw_execution_id = small["execution_id"]
     if raw_execution_id is None:
         raise MissingField("missing field execution_id", field="execution_id")
-    execution_id = parse_id(bytes(raw_execution_id), "execution_id")
-    event_type = values["event_type"]
+    execution_id = parse_id(raw_execution_id, "execution_id")
+    event_type = small["event_type"]
     if event_type is None:
         raise MissingField("missing field event_type (or its alias name)", field="event_type")
-    if values["step"] is None:
+    step = small["step"]
+    if step is None:
         raise MissingField("missing field step", field="step")
-
-    status, original_status = _status(values["status"], event_type, ctx)
-    values["status"] = status
-    created_at = values["created_at"]
+    status, original_status = _status(small["status"], event_type, ctx)
+    created_at = small["created_at"]
     if created_at is None:
-        values["created_at"] = orjson.dumps(render_utc(ctx.now()))
+        created_at = b'"' + render_utc(ctx.now()).encode() + b'"'
     else:
         validate_timestamp(_text(created_at))
-    values["meta"] = _meta(values["meta"], original_status, ctx)
-    for field in target.omit_null:
-        value = values[field]
-        if value is not None and _is_null(value):
-            values[field] = None
-
+    raw_event_id = small["event_id"]
     event_id: ExactId | None = None
     minted = False
-    raw_event_id = values["event_id"]
     if raw_event_id is not None:
-        event_id = parse_id(bytes(raw_event_id), "event_id")
+        event_id = parse_id(raw_event_id, "event_id")
     elif ctx.mint == "always" or (ctx.mint == "auto" and target.mint_event_id):
         event_id, minted = ExactId(ctx.minter.next()), True
-    values["execution_id"] = execution_id.encode(target.id_type)
-    values["event_id"] = event_id.encode(target.id_type) if event_id is not None else None
+    context = values.get("context")
+    if context is not None and "context" in target.omit_null and _is_null(context):
+        context = None
+    worker_id = small["worker_id"]
 
+    out: dict[str, JsonBytes | None] = {
+        "execution_id": execution_id.encode(target.id_type),
+        "event_type": event_type,
+        "step": step,
+        "status": status,
+        "created_at": created_at,
+        "context": context,
+        "event_id": event_id.encode(target.id_type) if event_id is not None else None,
+        "worker_id": worker_id,
+        "meta": _meta(small["meta"], original_status, ctx),
+    }
     parts: list[JsonBytes] = []
     for field, prefix in target.prefixes:
-        value = values[field]
+        value = out[field]
         if value is None:
             if field not in target.null_when_absent:
                 continue
             value = _NULL
-        parts.append(prefix)
-        parts.append(value)
-    _pass_through(members, shape.consumed_keys, target.written_keys, parts)
-    parts[0] = parts[0][1:]  # the first prefix carries no comma
-    worker_id = values["worker_id"]
+        parts += (prefix, value)
+    parts += extras
+    parts[0] = bytes(parts[0])[1:]  # a key prefix: the first one carries no comma
     return Conversion(
         shape=shape.name,
         target=target.name,
@@ -234,6 +273,23 @@ def convert_event(members: RawObject, shape: Shape, target: Target, ctx: Context
         worker_id=_text(worker_id) if worker_id is not None else None,
         batch_size=None,
     )
+
+
+def _resolve_missing(
+    members: RawObject,
+    shape: Shape,
+    values: dict[str, JsonBytes],
+    origins: dict[str, str],
+    default_step: str,
+) -> None:
+    """Fill fields no top-level key gave from their nested or default sources."""
+    nested: dict[str, RawObject | None] = {}
+    for plan in shape.nested_plan:
+        if plan.field not in values:
+            value, origin = _resolve_nested(members, plan.nested, nested, default_step, plan.field)
+            if value is not None:
+                values[plan.field] = value
+                origins[plan.field] = origin
 
 
 def _pass_through(
@@ -269,12 +325,15 @@ def _status(
 ) -> tuple[JsonBytes, str | None]:
     """The status to send (JSON bytes) and, when normalisation changed it, the original."""
     if value is None:
-        name = _text(event_type)
-        for needles, status in ctx.rules.derive:
+        # Substrings of the raw JSON string; escapes could hide one, so decode those.
+        name = bytes(event_type)
+        if b"\\" in name:
+            name = _decode_str(name).encode()
+        for needles, status in ctx.derive:
             for needle in needles:
                 if needle in name:
-                    return orjson.dumps(status), None
-        return orjson.dumps(ctx.rules.derive_otherwise), None
+                    return status, None
+        return ctx.derive_otherwise, None
     if not ctx.normalise_status:
         return value, None
     written = bytes(value)

@@ -44,10 +44,12 @@ def _matches(shape: Shape, members: RawObject, keys: KeysView[str]) -> bool:
         return False
     if shape.closed and not keys <= shape.allowed_keys:
         return False
-    if any(len(keys & group) != 1 for group in shape.exactly_one):
-        return False
-    if any(keys.isdisjoint(group) for group in shape.at_least_one):
-        return False
+    for group in shape.exactly_one:
+        if len(keys & group) != 1:
+            return False
+    for group in shape.at_least_one:
+        if keys.isdisjoint(group):
+            return False
     for check in shape.typed:
         raw = members.get(check.key)
         if raw is None:

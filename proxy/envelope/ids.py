@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgspec
 import orjson
@@ -22,8 +22,7 @@ I64_MAX = 2**63 - 1
 _decode_str = msgspec.json.Decoder(str).decode
 
 
-@dataclass(frozen=True, slots=True)
-class ExactId:
+class ExactId(NamedTuple):
     """An id value, and the string it was written as when the client sent a string."""
 
     value: int

@@ -219,8 +219,8 @@ class Shape:
     allowed_keys: frozenset[str]
     required_keys: frozenset[str]
     typed: tuple[TypeCheck, ...]  # keys whose JSON type is checked
-    plan: tuple[FieldPlan, ...]
-    consumed_keys: frozenset[str]  # top-level keys that feed a field: never passed through
+    key_fields: Mapping[str, str]  # top-level key -> the field it feeds (never passed through)
+    nested_plan: tuple[FieldPlan, ...]  # fields that have nested or default sources
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,6 +469,16 @@ class _Checker:
         self._never_matches(shape_name, model)
         fields = dict(defaults)
         fields.update(self.fields("shapes.yaml", (*where, "fields"), model.fields))
+        feeds: dict[str, str] = {}
+        for field, sources in fields.items():
+            for source in sources:
+                if source.is_top_level and feeds.setdefault(source.key, field) != field:
+                    self.loader.problem(
+                        "shapes.yaml",
+                        (*where, "fields", field),
+                        f"shape {shape_name!r}: key {source.key!r} feeds both"
+                        f" {feeds[source.key]} and {field}",
+                    )
         required = tuple((key, _types(spec)) for key, spec in model.required.items())
         optional = tuple((key, _types(spec)) for key, spec in model.optional.items())
         allowed = {*model.required, *model.optional}
@@ -491,19 +501,18 @@ class _Checker:
                 for key, types in (*required, *optional)
                 if "any" not in types
             ),
-            plan=tuple(
-                FieldPlan(
-                    field=field,
-                    keys=tuple(s.key for s in sources if s.is_top_level),
-                    nested=tuple(s for s in sources if not s.is_top_level),
-                )
+            key_fields={
+                source.key: field
                 for field, sources in fields.items()
-            ),
-            consumed_keys=frozenset(
-                source.key
-                for sources in fields.values()
                 for source in sources
                 if source.is_top_level
+            },
+            nested_plan=tuple(
+                FieldPlan(
+                    field=field, keys=(), nested=tuple(s for s in sources if not s.is_top_level)
+                )
+                for field, sources in fields.items()
+                if any(not s.is_top_level for s in sources)
             ),
         )
 

@@ -255,6 +255,12 @@ def test_absent_status_is_derived_from_the_event_type(event_type: str, status: s
     assert convert(legacy(name=event_type), "executor_event")["status"] == status
 
 
+def test_status_derivation_sees_through_escapes() -> None:
+    """An escaped event type (`call.d\\u006fne`) derives like its plain spelling."""
+    raw = b'{"execution_id": 1, "step": "s", "name": "call.d\\u006fne"}'
+    assert convert(raw, "executor_event")["status"] == "COMPLETED"
+
+
 @pytest.mark.parametrize(
     ("given", "normalised"),
     [
