@@ -7,7 +7,8 @@ from proxy.envelope.convert import Conversion
 from proxy.envelope.detect import Detection
 from proxy.envelope.engine import Engine, EngineOptions
 from proxy.envelope.errors import ERROR_CODES, EnvelopeError
-from proxy.envelope.rules import TARGETS, Rules, RulesError, default_rules_dir, load_rules
+from proxy.envelope.rule_files import RulesError
+from proxy.envelope.rules import TARGETS, Rules, default_rules_dir, load_rules
 
 __all__ = [
     "ERROR_CODES",

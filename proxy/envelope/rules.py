@@ -3,143 +3,40 @@
 Rules are data (`rules/*.yaml`): shapes and detection order, targets and key orders,
 version thresholds, the status table, defaults. Loading is strict: an unknown key, an
 unknown shape or target name, a wrong type, or a rule that can never apply is an error
-naming the file and line. YAML is read node by node so duplicate keys are caught too
-(PyYAML would keep the last one silently).
+naming the file and line (`rule_files.py` reads and checks each file's form; this module
+checks what the rules mean and compiles them).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from proxy.envelope.rule_files import (
+    CANONICAL_FIELDS,
+    RELEASE,
+    CanonicalField,
+    DefaultsFile,
+    RuleFileReader,
+    RulesError,
+    ShapeModel,
+    ShapesFile,
+    StatusFile,
+    TargetsFile,
+    TypeSpec,
+    VersionsFile,
+)
 
 RULE_FILES = ("shapes.yaml", "targets.yaml", "versions.yaml", "status.yaml", "defaults.yaml")
 TARGETS: tuple[str, ...] = ("executor_event", "event_request")
 
-CanonicalField = Literal[
-    "execution_id",
-    "event_type",
-    "step",
-    "status",
-    "created_at",
-    "context",
-    "event_id",
-    "worker_id",
-    "meta",
-]
-CANONICAL_FIELDS: tuple[str, ...] = CanonicalField.__args__  # type: ignore[attr-defined]
-TargetName = Literal["executor_event", "event_request"]
-JsonTypeName = Literal["any", "string", "integer", "number", "boolean", "null", "object", "array"]
-TypeSpec = JsonTypeName | list[JsonTypeName]
-
-_VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 _SOURCE = re.compile(r"(?P<key>[^.#]+)(?:\.(?P<member>[^.#]+)(?:#(?P<part>\d+)/(?P<parts>\d+))?)?")
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
-_Model = TypeVar("_Model", bound=BaseModel)
-
-
-class RulesError(Exception):
-    """A rules directory that cannot be used; `problems` are `file:line: message` lines."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-# --- the file schemas (strict: unknown keys and wrong types are errors) -------------------
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class _ShapeModel(_Strict):
-    summary: str
-    kind: Literal["event", "batch"] = "event"
-    required: dict[str, TypeSpec] = Field(default_factory=dict)
-    optional: dict[str, TypeSpec] = Field(default_factory=dict)
-    exactly_one: list[list[str]] = Field(default_factory=list)
-    at_least_one: list[list[str]] = Field(default_factory=list)
-    forbidden: list[str] = Field(default_factory=list)
-    closed: bool = False
-    fields: dict[CanonicalField, list[str]] = Field(default_factory=dict)
-
-
-class _ShapesFile(_Strict):
-    order: list[str]
-    default_fields: dict[CanonicalField, list[str]]
-    shapes: dict[str, _ShapeModel]
-
-
-class _TargetKeyModel(_Strict):
-    field: CanonicalField
-    key: str
-    id: Literal["integer", "string"] | None = None
-    when_absent: Literal["omit", "null"] = "omit"
-    when_null: Literal["keep", "omit"] = "keep"
-
-
-class _BatchModel(_Strict):
-    execution_id: Literal["integer", "string"]
-    item_keys: dict[Literal["step", "event_type", "context"], str]
-
-
-class _TargetModel(_Strict):
-    summary: str
-    mint_event_id: bool
-    keys: list[_TargetKeyModel]
-    batch: _BatchModel
-
-
-class _TargetsFile(_Strict):
-    targets: dict[TargetName, _TargetModel]
-
-
-class _ThresholdModel(_Strict):
-    min: str
-    target: TargetName
-
-    @field_validator("min")
-    @classmethod
-    def _release(cls, value: str) -> str:
-        if not _VERSION.fullmatch(value):
-            raise ValueError(f"a release must look like 2.19.1, got {value!r}")
-        return value
-
-
-class _VersionsFile(_Strict):
-    thresholds: list[_ThresholdModel]
-    fallback: TargetName
-
-
-class _DeriveRuleModel(_Strict):
-    contains: list[str] = Field(min_length=1)
-    status: str
-
-
-class _DeriveModel(_Strict):
-    rules: list[_DeriveRuleModel]
-    otherwise: str
-
-
-class _StatusFile(_Strict):
-    derive: _DeriveModel
-    normalise: dict[str, list[str]]
-
-
-class _DefaultsFile(_Strict):
-    step: str = Field(min_length=1)
-    meta_attempts: int | None = Field(ge=1)
-    mint: Literal["auto", "always", "never"]
-    normalise_status: bool
 
 
 # --- the compiled rules the engine runs on ------------------------------------------------
@@ -279,7 +176,7 @@ class Rules:
 
 
 def _parse_release(version: str) -> tuple[int, int, int] | None:
-    match = _VERSION.match(version.strip().removeprefix("v"))
+    match = RELEASE.match(version.strip().removeprefix("v"))
     if match is None:
         return None
     return int(match[1]), int(match[2]), int(match[3])
@@ -298,12 +195,12 @@ def load_rules(directory: Path | str | None = None) -> Rules:
     root = Path(directory) if directory is not None else default_rules_dir()
     if not root.is_dir():
         raise RulesError([f"{root}: not a directory"])
-    loader = _Loader(root)
-    shapes = loader.model("shapes.yaml", _ShapesFile)
-    targets = loader.model("targets.yaml", _TargetsFile)
-    versions = loader.model("versions.yaml", _VersionsFile)
-    status = loader.model("status.yaml", _StatusFile)
-    defaults = loader.model("defaults.yaml", _DefaultsFile)
+    loader = RuleFileReader(root)
+    shapes = loader.model("shapes.yaml", ShapesFile)
+    targets = loader.model("targets.yaml", TargetsFile)
+    versions = loader.model("versions.yaml", VersionsFile)
+    status = loader.model("status.yaml", StatusFile)
+    defaults = loader.model("defaults.yaml", DefaultsFile)
     for extra in sorted(root.glob("*.yaml")) + sorted(root.glob("*.yml")):
         if extra.name not in RULE_FILES:
             loader.problem(extra.name, (), f"unknown rules file (expected {', '.join(RULE_FILES)})")
@@ -336,100 +233,14 @@ def load_rules(directory: Path | str | None = None) -> Rules:
     return compiled
 
 
-# --- reading YAML with line numbers -------------------------------------------------------
-
-
-class _Loader:
-    """Reads rule files, remembering the line of every mapping key and list item."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.problems: list[str] = []
-        self._lines: dict[str, dict[tuple[Any, ...], int]] = {}
-        self._texts: list[bytes] = []
-
-    def model(self, name: str, model: type[_Model]) -> _Model | None:
-        path = self.root / name
-        try:
-            text = path.read_bytes()
-        except FileNotFoundError:
-            self.problem(name, (), "missing rules file")
-            return None
-        self._texts.append(name.encode() + b"\0" + text)
-        lines: dict[tuple[Any, ...], int] = {}
-        self._lines[name] = lines
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else 1
-            self.problems.append(f"{self.root / name}:{line}: invalid YAML: {exc}")
-            return None
-        if node is None:
-            self.problem(name, (), "the file is empty")
-            return None
-        data = self._plain(name, node, (), lines)
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            for error in exc.errors():
-                location = tuple(error["loc"])
-                where = ".".join(str(part) for part in location) or "(top)"
-                message = error["msg"]
-                if error["type"] == "extra_forbidden":
-                    message = "unknown key"
-                elif error["type"] == "literal_error":
-                    message = f"unknown name {error['input']!r}: {error['msg']}"
-                self.problem(name, location, f"{where}: {message}")
-            return None
-
-    def _plain(
-        self, name: str, node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]
-    ) -> Any:
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            result: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                key = yaml.SafeLoader(b"").construct_object(key_node)  # scalar keys only
-                if key in result:
-                    line = key_node.start_mark.line + 1
-                    self.problems.append(f"{self.root / name}:{line}: duplicate key {key!r}")
-                    continue
-                lines[(*path, key)] = key_node.start_mark.line + 1
-                result[key] = self._plain(name, value_node, (*path, key), lines)
-            return result
-        if isinstance(node, yaml.SequenceNode):
-            return [
-                self._plain(name, item, (*path, index), lines)
-                for index, item in enumerate(node.value)
-            ]
-        return yaml.SafeLoader(b"").construct_object(node)
-
-    def problem(self, name: str, location: tuple[Any, ...], message: str) -> None:
-        lines = self._lines.get(name, {})
-        line = 1
-        for cut in range(len(location), -1, -1):
-            if location[:cut] in lines:
-                line = lines[location[:cut]]
-                break
-        self.problems.append(f"{self.root / name}:{line}: {message}")
-
-    def raise_problems(self) -> None:
-        if self.problems:
-            raise RulesError(self.problems)
-
-    def digest(self) -> str:
-        return hashlib.sha256(b"\0\0".join(self._texts)).hexdigest()[:16]
-
-
 # --- semantic checks: names resolve, and every rule can apply -----------------------------
 
 
 class _Checker:
-    def __init__(self, loader: _Loader):
+    def __init__(self, loader: RuleFileReader):
         self.loader = loader
 
-    def shapes(self, file: _ShapesFile) -> tuple[Shape, ...]:
+    def shapes(self, file: ShapesFile) -> tuple[Shape, ...]:
         name = "shapes.yaml"
         seen: set[str] = set()
         for index, shape_name in enumerate(file.order):
@@ -459,7 +270,7 @@ class _Checker:
         return tuple(compiled)
 
     def _shape(
-        self, shape_name: str, model: _ShapeModel, defaults: Mapping[str, tuple[Source, ...]]
+        self, shape_name: str, model: ShapeModel, defaults: Mapping[str, tuple[Source, ...]]
     ) -> Shape:
         where = ("shapes", shape_name)
         if not _NAME.fullmatch(shape_name):
@@ -516,7 +327,7 @@ class _Checker:
             ),
         )
 
-    def _never_matches(self, shape_name: str, model: _ShapeModel) -> None:
+    def _never_matches(self, shape_name: str, model: ShapeModel) -> None:
         where = ("shapes", shape_name)
         forbidden = set(model.forbidden)
         for key in model.required:
@@ -588,7 +399,7 @@ class _Checker:
             return None
         return Source(key=match["key"], member=match["member"], part=part, parts=parts)
 
-    def targets(self, file: _TargetsFile) -> dict[str, Target]:
+    def targets(self, file: TargetsFile) -> dict[str, Target]:
         compiled: dict[str, Target] = {}
         for name in TARGETS:
             if name not in file.targets:
@@ -636,7 +447,7 @@ class _Checker:
             )
         return compiled
 
-    def thresholds(self, file: _VersionsFile) -> tuple[tuple[tuple[int, int, int], str], ...]:
+    def thresholds(self, file: VersionsFile) -> tuple[tuple[tuple[int, int, int], str], ...]:
         compiled: list[tuple[tuple[int, int, int], str]] = []
         for index, threshold in enumerate(file.thresholds):
             release = _parse_release(threshold.min)
@@ -652,7 +463,7 @@ class _Checker:
             compiled.append((release, threshold.target))
         return tuple(compiled)
 
-    def derive(self, file: _StatusFile) -> tuple[tuple[tuple[str, ...], str], ...]:
+    def derive(self, file: StatusFile) -> tuple[tuple[tuple[str, ...], str], ...]:
         earlier: list[str] = []
         compiled: list[tuple[tuple[str, ...], str]] = []
         for index, rule in enumerate(file.derive.rules):
@@ -667,7 +478,7 @@ class _Checker:
             compiled.append((tuple(rule.contains), rule.status))
         return tuple(compiled)
 
-    def normalise(self, file: _StatusFile) -> dict[str, str]:
+    def normalise(self, file: StatusFile) -> dict[str, str]:
         table: dict[str, str] = {}
         for canonical, aliases in file.normalise.items():
             for index, alias in enumerate(aliases):
