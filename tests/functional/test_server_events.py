@@ -79,12 +79,6 @@ BIG_EXECUTOR_EVENT = (
 )
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 @pytest.mark.parametrize("profile", list(TARGET_OF_PROFILE))
 @pytest.mark.parametrize(("shape", "path", "body"), BODIES)
 async def test_every_shape_reaches_every_profile_in_its_target(

@@ -7,12 +7,10 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import orjson
-import pytest
 
 from tests.functional.server_support import (
     JSON,
@@ -26,12 +24,6 @@ from tests.functional.server_support import (
 from tests.samples import REPO_ROOT, sample_bytes
 
 WORKER_EVENT = sample_bytes("worker_event__command_started")
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 async def test_sigterm_drains_then_answers_in_flight_requests_and_exits_0(

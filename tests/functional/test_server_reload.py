@@ -6,12 +6,10 @@ import asyncio
 import functools
 import os
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import yaml
 
 from proxy.config import load_settings
@@ -26,12 +24,6 @@ from tests.functional.server_support import (
 from tests.samples import sample_bytes
 
 WORKER_EVENT = sample_bytes("worker_event__command_started")
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 def config_text(upstream: str, **settings: Any) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import aiohttp
 import orjson
 import pytest
@@ -20,12 +18,6 @@ from tests.functional.server_support import (
 from tests.samples import sample_bytes
 
 WORKER_EVENT = sample_bytes("worker_event__command_started")
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 async def test_probe_switches_target_when_the_upstream_is_upgraded(
