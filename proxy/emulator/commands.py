@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -98,9 +100,24 @@ def app_description(app: web.Application) -> str:
     return f"emulating {emu.spec.name}{version}{mode}"
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when installed, unless ENVELOPE_PROXY_NO_UVLOOP=1 (as `serve` does)."""
+    if os.environ.get("ENVELOPE_PROXY_NO_UVLOOP", "").strip().lower() in ("1", "true", "yes"):
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.fast:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(_serve(args))
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        asyncio.Runner(loop_factory=_loop_factory()) as runner,
+    ):
+        return runner.run(_serve(args))
     return 130

@@ -128,18 +128,29 @@ def _struct_values(obj: Any, struct: Struct) -> dict[str, Any]:
     return values
 
 
+def _depth_bound(body: bytes) -> int:
+    """An upper bound of the nesting depth: every container opens with `{` or `[`."""
+    return body.count(b"{") + body.count(b"[")
+
+
 def fast_deserialize(body: bytes, struct: Struct) -> dict[str, Any] | None:
     """The exact reader's values for an ordinary body, or None when it must decide."""
     try:
-        orjson.loads(body)
-        tree = json.loads(
-            body,
-            object_pairs_hook=_unique_pairs,
-            parse_constant=_refuse_constant,
-            parse_int=_serde_number,
-        )
-        if not isinstance(tree, dict) or not _within_depth(tree, _MAX_DEPTH):
+        tree = orjson.loads(body)
+        # A body orjson writes back byte for byte repeats no key (a repeated one would be
+        # dropped) and has no integer serde reads differently (`-0` comes back as `0`), so
+        # orjson's tree is the one the pair-checking reader below would build.
+        if orjson.dumps(tree) != body:
+            tree = json.loads(
+                body,
+                object_pairs_hook=_unique_pairs,
+                parse_constant=_refuse_constant,
+                parse_int=_serde_number,
+            )
+        if not isinstance(tree, dict):
+            return None
+        if _depth_bound(body) > _MAX_DEPTH and not _within_depth(tree, _MAX_DEPTH):
             return None
         return _struct_values(tree, struct)
-    except (_Unusual, ValueError, RecursionError):
+    except (_Unusual, ValueError, RecursionError, TypeError):
         return None

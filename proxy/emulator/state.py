@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from proxy.envelope.ids import SNOWFLAKE_EPOCH_MS, SnowflakeMinter
 
 # Far from the proxy's default machine id 0, so ids minted here and there never collide.
@@ -84,6 +86,13 @@ def postgres_nul_problem(
 
 
 def _has_nul(value: Any) -> bool:
+    # orjson writes a NUL as `\u0000`; a document whose JSON lacks those six bytes holds
+    # none (the walk below settles the rest, such as a literal backslash before `u0000`).
+    try:
+        if b"\\u0000" not in orjson.dumps(value):
+            return False
+    except (TypeError, orjson.JSONEncodeError):
+        pass
     pending = [value]
     while pending:
         item = pending.pop()
