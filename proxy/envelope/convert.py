@@ -35,7 +35,7 @@ from proxy.envelope.jsonbody import (
     split_nested,
 )
 from proxy.envelope.rules import FieldPlan, Rules, Shape, Source, Target
-from proxy.envelope.timestamps import render_utc, validate_timestamp
+from proxy.envelope.timestamps import UtcStamper, render_utc, validate_timestamp
 
 JsonBytes = Raw | bytes  # a JSON value as it will be written
 _decode_str = msgspec.json.Decoder(str).decode
@@ -43,17 +43,6 @@ _NULL = b"null"
 # Fields for which an explicit JSON null means "not given", as in the servers' Option<T>.
 _NULL_IS_ABSENT = frozenset({"event_id", "worker_id", "status", "created_at", "meta"})
 _STRING_FIELDS = frozenset({"event_type", "step", "status", "created_at", "worker_id"})
-# Every canonical field but the context, which is only ever passed through.
-_SMALL_FIELDS = (
-    "execution_id",
-    "event_type",
-    "step",
-    "status",
-    "created_at",
-    "event_id",
-    "worker_id",
-    "meta",
-)
 _BATCH_ITEM_FIELDS = ("step", "event_type", "context")
 
 
@@ -78,7 +67,7 @@ class Context(NamedTuple):
     mint: str  # auto | always | never
     minter: SnowflakeMinter
     batch_max_items: int
-    now: Callable[[], datetime]
+    stamp: Callable[[], bytes]  # "now" as a JSON string
     normalise: dict[bytes, bytes]  # lower-cased JSON string content -> canonical status
     derive: tuple[tuple[tuple[bytes, ...], bytes], ...]  # needles -> JSON status
     derive_otherwise: bytes
@@ -92,7 +81,7 @@ def make_context(
     mint: str,
     minter: SnowflakeMinter,
     batch_max_items: int,
-    now: Callable[[], datetime],
+    now: Callable[[], datetime] | None,
 ) -> Context:
     attempts = rules.defaults.meta_attempts
     return Context(
@@ -101,7 +90,7 @@ def make_context(
         mint=mint,
         minter=minter,
         batch_max_items=batch_max_items,
-        now=now,
+        stamp=UtcStamper() if now is None else lambda: b'"' + render_utc(now()).encode() + b'"',
         normalise={
             alias.encode(): canonical.encode() for alias, canonical in rules.normalise.items()
         },
@@ -202,35 +191,36 @@ def convert_event(members: RawObject, shape: Shape, target: Target, ctx: Context
         _resolve_missing(members, shape, values, origins, ctx.rules.defaults.step)
 
     # Small fields as bytes; an explicit null counts as absent where the servers say so.
-    small: dict[str, bytes | None] = {}
-    for field in _SMALL_FIELDS:
-        given = values.get(field)
-        data = bytes(given) if given is not None else None
+    small: dict[str, bytes] = {}
+    for field, given in values.items():
+        if field == "context":
+            continue
+        data = bytes(given)
         if data == _NULL and field in _NULL_IS_ABSENT:
-            data = None
-        elif data is not None and field in _STRING_FIELDS and data[0] != QUOTE:
+            continue
+        if field in _STRING_FIELDS and data[0] != QUOTE:
             origin = origins[field]
             named = field if origin == field else f"{field} (sent as {origin})"
             raise InvalidFieldType(f"{named} must be a string, got {json_type(data)}", field=field)
         small[field] = data
 
-    raw_execution_id = small["execution_id"]
+    raw_execution_id = small.get("execution_id")
     if raw_execution_id is None:
         raise MissingField("missing field execution_id", field="execution_id")
     execution_id = parse_id(raw_execution_id, "execution_id")
-    event_type = small["event_type"]
+    event_type = small.get("event_type")
     if event_type is None:
         raise MissingField("missing field event_type (or its alias name)", field="event_type")
-    step = small["step"]
+    step = small.get("step")
     if step is None:
         raise MissingField("missing field step", field="step")
-    status, original_status = _status(small["status"], event_type, ctx)
-    created_at = small["created_at"]
+    status, original_status = _status(small.get("status"), event_type, ctx)
+    created_at = small.get("created_at")
     if created_at is None:
-        created_at = b'"' + render_utc(ctx.now()).encode() + b'"'
+        created_at = ctx.stamp()
     else:
         validate_timestamp(_text(created_at))
-    raw_event_id = small["event_id"]
+    raw_event_id = small.get("event_id")
     event_id: ExactId | None = None
     minted = False
     if raw_event_id is not None:
@@ -240,7 +230,7 @@ def convert_event(members: RawObject, shape: Shape, target: Target, ctx: Context
     context = values.get("context")
     if context is not None and "context" in target.omit_null and _is_null(context):
         context = None
-    worker_id = small["worker_id"]
+    worker_id = small.get("worker_id")
 
     out: dict[str, JsonBytes | None] = {
         "execution_id": execution_id.encode(target.id_type),
@@ -251,7 +241,7 @@ def convert_event(members: RawObject, shape: Shape, target: Target, ctx: Context
         "context": context,
         "event_id": event_id.encode(target.id_type) if event_id is not None else None,
         "worker_id": worker_id,
-        "meta": _meta(small["meta"], original_status, ctx),
+        "meta": _meta(small.get("meta"), original_status, ctx),
     }
     parts: list[JsonBytes] = []
     for field, prefix in target.prefixes:

@@ -7,8 +7,8 @@ between threads and requests (the only state is the event-id minter, which locks
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from proxy.envelope import validate
@@ -20,10 +20,6 @@ from proxy.envelope.jsonbody import split_object
 from proxy.envelope.rules import Rules
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
     """Conversion settings; `None` means "as the rules' defaults say"."""
@@ -33,14 +29,27 @@ class EngineOptions:
     machine_id: int = 0
     max_depth: int = 64
     batch_max_items: int = 256
-    now: Callable[[], datetime] = field(default=_utc_now)
+    now: Callable[[], datetime] | None = None  # a fixed clock for tests; None: the real one
 
 
 class Engine:
-    """Detects and converts NoETL event envelopes according to one rules set."""
+    """Detects and converts NoETL event envelopes according to one rules set.
 
-    def __init__(self, rules: Rules, options: EngineOptions | None = None):
+    Pass the process's one `minter` when engines are rebuilt (a config reload): a fresh
+    minter would start its sequence again and could repeat ids minted in the same
+    millisecond by the engine it replaces.
+    """
+
+    def __init__(
+        self,
+        rules: Rules,
+        options: EngineOptions | None = None,
+        *,
+        minter: SnowflakeMinter | None = None,
+    ):
         options = options or EngineOptions()
+        if minter is not None and minter.machine_id != options.machine_id:
+            raise ValueError("the minter's machine id differs from options.machine_id")
         self.rules = rules
         self.options = options
         defaults = rules.defaults
@@ -52,7 +61,7 @@ class Engine:
                 else options.normalise_status
             ),
             mint=defaults.mint if options.mint is None else options.mint,
-            minter=SnowflakeMinter(options.machine_id),
+            minter=minter or SnowflakeMinter(options.machine_id),
             batch_max_items=options.batch_max_items,
             now=options.now,
         )

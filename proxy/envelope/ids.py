@@ -100,7 +100,7 @@ class SnowflakeMinter:
     def __init__(self, machine_id: int, clock_ms: Callable[[], int] | None = None) -> None:
         if not 0 <= machine_id <= MAX_MACHINE_ID:
             raise ValueError(f"machine_id must be within 0..{MAX_MACHINE_ID}, got {machine_id}")
-        self._machine = machine_id
+        self.machine_id = machine_id
         self._clock_ms = clock_ms or _now_ms
         self._lock = threading.Lock()
         self._last_ms = -1
@@ -121,7 +121,7 @@ class SnowflakeMinter:
             elapsed = now - SNOWFLAKE_EPOCH_MS
             return (
                 (elapsed << (_MACHINE_BITS + _SEQUENCE_BITS))
-                | (self._machine << _SEQUENCE_BITS)
+                | (self.machine_id << _SEQUENCE_BITS)
                 | self._sequence
             )
 

@@ -359,6 +359,20 @@ def test_invalid_timestamps_are_refused(stamp: str) -> None:
     assert (error.code, error.field) == ("invalid_timestamp", "created_at")
 
 
+def test_default_clock_stamps_now_in_utc_microseconds() -> None:
+    """Without a fixed clock, stamps are the current UTC time with six digits and `Z`."""
+    engine = Engine(RULES)
+    before = datetime.now(UTC)
+    stamps = [convert(legacy(), "event_request", engine)["created_at"] for _ in range(3)]
+    after = datetime.now(UTC)
+    for stamp in stamps:
+        assert len(stamp) == len("2026-06-05T12:00:00.123456Z")
+        assert stamp.endswith("Z")
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        assert before.replace(microsecond=0) <= moment <= after
+    assert stamps == sorted(stamps)
+
+
 def test_absent_created_at_is_stamped_in_utc() -> None:
     """No created_at: the proxy stamps the receive time, UTC with a `Z`."""
     assert convert(legacy(), "event_request")["created_at"] == "2026-06-05T12:00:00.123456Z"

@@ -57,3 +57,18 @@ def test_machine_id_must_fit_ten_bits(machine: int) -> None:
     """A machine id outside 0..1023 is refused."""
     with pytest.raises(ValueError, match="machine_id"):
         SnowflakeMinter(machine)
+
+
+def test_engines_sharing_a_minter_never_repeat_an_id() -> None:
+    """An engine rebuilt on reload with the process's minter continues its sequence."""
+    from proxy.envelope import Engine, EngineOptions, load_rules
+
+    rules = load_rules()
+    minter = SnowflakeMinter(5, clock_ms=lambda: SNOWFLAKE_EPOCH_MS + 77)
+    body = b'{"execution_id": 1, "step": "s", "name": "x"}'
+    first = Engine(rules, EngineOptions(machine_id=5), minter=minter)
+    second = Engine(rules, EngineOptions(machine_id=5), minter=minter)
+    ids = [engine.convert_event(body, "executor_event").event_id for engine in (first, second)]
+    assert ids[0] != ids[1]
+    with pytest.raises(ValueError, match="machine id"):
+        Engine(rules, EngineOptions(machine_id=6), minter=minter)
