@@ -9,7 +9,7 @@ work wherever the bytes can be used as they are.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import NamedTuple
 
@@ -34,7 +34,7 @@ from proxy.envelope.jsonbody import (
     split_array,
     split_nested,
 )
-from proxy.envelope.rules import FieldPlan, Rules, Shape, Source, Target
+from proxy.envelope.rules import Rules, Shape, Source, Target
 from proxy.envelope.timestamps import UtcStamper, render_utc, validate_timestamp
 
 JsonBytes = Raw | bytes  # a JSON value as it will be written
@@ -72,6 +72,7 @@ class Context(NamedTuple):
     derive: tuple[tuple[tuple[bytes, ...], bytes], ...]  # needles -> JSON status
     derive_otherwise: bytes
     attempts_meta: bytes | None  # the meta written when there is none
+    item_key_fields: Mapping[str, str]  # batch item key -> step | event_type | context
 
 
 def make_context(
@@ -100,24 +101,42 @@ def make_context(
         ),
         derive_otherwise=orjson.dumps(rules.derive_otherwise),
         attempts_meta=orjson.dumps({"attempts": attempts}) if attempts is not None else None,
+        item_key_fields={
+            source.key: field
+            for field, sources in rules.default_fields.items()
+            if field in _BATCH_ITEM_FIELDS
+            for source in sources
+            if source.is_top_level
+        },
     )
 
 
-def _resolve(
-    members: RawObject, plan: FieldPlan, nested: dict[str, RawObject | None], default_step: str
-) -> tuple[JsonBytes | None, str]:
-    """The raw value of one canonical field and the key (or source) it came from."""
-    found: JsonBytes | None = None
-    origin = plan.field
-    for key in plan.keys:
-        raw = members.get(key)
-        if raw is not None:
-            if found is not None:
-                raise _conflict(plan.field, origin, key)
-            found, origin = raw, key
-    if found is None and plan.nested:
-        return _resolve_nested(members, plan.nested, nested, default_step, plan.field)
-    return found, origin
+def _collect(
+    members: RawObject, key_fields: Mapping[str, str], written: frozenset[str]
+) -> tuple[dict[str, JsonBytes], dict[str, str], list[JsonBytes]]:
+    """One pass over a body's members: each feeds a canonical field or passes through.
+
+    Returns the fields' raw values, the key each came from, and the pass-through members
+    as `,"key":` prefixes and raw values, in input order. Two members feeding one field
+    (an alias pair) is a conflict, as is an unknown member named like a written key.
+    """
+    values: dict[str, JsonBytes] = {}
+    origins: dict[str, str] = {}
+    extras: list[JsonBytes] = []
+    for key, raw in members.items():
+        field = key_fields.get(key)
+        if field is None:
+            if key in written:
+                raise ConflictingFields(
+                    f"{key} is both an input key and a key the target writes", field=key
+                )
+            extras += (_key_prefix(key), raw)
+        elif field in values:
+            raise _conflict(field, origins[field], key)
+        else:
+            values[field] = raw
+            origins[field] = key
+    return values, origins, extras
 
 
 def _conflict(field: str, first: str, second: str) -> ConflictingFields:
@@ -167,26 +186,7 @@ def _text(raw: JsonBytes) -> str:
 
 def convert_event(members: RawObject, shape: Shape, target: Target, ctx: Context) -> Conversion:
     """Convert one event body of a detected event shape to `target`."""
-    # One pass over the body: each member either feeds a canonical field (two members
-    # feeding one field is a conflict) or passes through unchanged, in input order.
-    values: dict[str, JsonBytes] = {}
-    origins: dict[str, str] = {}
-    extras: list[JsonBytes] = []
-    key_fields = shape.key_fields
-    written = target.written_keys
-    for key, raw in members.items():
-        field = key_fields.get(key)
-        if field is None:
-            if key in written:
-                raise ConflictingFields(
-                    f"{key} is both an input key and a key the target writes", field=key
-                )
-            extras += (_key_prefix(key), raw)
-        elif field in values:
-            raise _conflict(field, origins[field], key)
-        else:
-            values[field] = raw
-            origins[field] = key
+    values, origins, extras = _collect(members, shape.key_fields, target.written_keys)
     if shape.nested_plan:
         _resolve_missing(members, shape, values, origins, ctx.rules.defaults.step)
 
@@ -282,21 +282,6 @@ def _resolve_missing(
                 origins[plan.field] = origin
 
 
-def _pass_through(
-    members: RawObject, consumed: frozenset[str], written: frozenset[str], parts: list[JsonBytes]
-) -> None:
-    """Append every member no field consumed, unchanged, in input order."""
-    for key, raw in members.items():
-        if key in consumed:
-            continue
-        if key in written:
-            raise ConflictingFields(
-                f"{key} is both an input key and a key the target writes", field=key
-            )
-        parts.append(_key_prefix(key))
-        parts.append(raw)
-
-
 _KEY_PREFIXES: dict[str, bytes] = {}
 
 
@@ -327,10 +312,11 @@ def _status(
     if not ctx.normalise_status:
         return value, None
     written = bytes(value)
-    canonical = ctx.normalise.get(written[1:-1].lower())
-    if canonical is None or canonical == written[1:-1]:
+    text = written[1:-1] if b"\\" not in written else _decode_str(written).encode()
+    canonical = ctx.normalise.get(text.lower())
+    if canonical is None or canonical == text:
         return value, None
-    return b'"' + canonical + b'"', _text(written)
+    return b'"' + canonical + b'"', text.decode()
 
 
 def _meta(value: JsonBytes | None, original_status: str | None, ctx: Context) -> JsonBytes | None:
@@ -368,28 +354,22 @@ def convert_batch(members: RawObject, shape: Shape, target: Target, ctx: Context
             f"the batch has {len(items)} events; at most {ctx.batch_max_items} are allowed",
             field="events",
         )
-    plans = tuple(
-        FieldPlan(field, tuple(s.key for s in sources if s.is_top_level), ())
-        for field, sources in ctx.rules.default_fields.items()
-        if field in _BATCH_ITEM_FIELDS
-    )
-    consumed = frozenset(key for plan in plans for key in plan.keys)
     converted: list[bytes] = []
     for index, raw in enumerate(items):
         try:
-            converted.append(_convert_item(raw, plans, consumed, target))
+            converted.append(_convert_item(raw, target, ctx))
         except EnvelopeError as exc:
             raise InvalidBatchItem(f"events[{index}]: {exc.message}", index=index) from exc
     parts: list[JsonBytes] = []
     for key, raw in members.items():
-        parts.append(b"," + orjson.dumps(key) + b":")
+        parts.append(_key_prefix(key))
         if key == "execution_id":
             parts.append(execution_id.encode(target.batch_id))
         elif key == "events":
             parts.append(b"[" + b",".join(converted) + b"]")
         else:
             parts.append(raw)
-    parts[0] = parts[0][1:]
+    parts[0] = bytes(parts[0])[1:]
     worker_id = members.get("worker_id")
     return Conversion(
         shape=shape.name,
@@ -403,22 +383,24 @@ def convert_batch(members: RawObject, shape: Shape, target: Target, ctx: Context
     )
 
 
-def _convert_item(
-    raw: Raw, plans: tuple[FieldPlan, ...], consumed: frozenset[str], target: Target
-) -> bytes:
+def _convert_item(raw: Raw, target: Target, ctx: Context) -> bytes:
+    """One batch item: step, event type and context under the target's names, then the rest."""
     item = split_nested(raw)
     if item is None:
         raise InvalidFieldType(f"an item must be a JSON object, got {json_type(raw)}")
+    item_keys = target.item_keys
+    values, origins, extras = _collect(item, ctx.item_key_fields, frozenset(item_keys.values()))
     parts: list[JsonBytes] = []
-    for plan in plans:
-        value, origin = _resolve(item, plan, {}, "")
+    for field in ("step", "event_type"):
+        value = values.get(field)
         if value is None:
-            if plan.field == "context":
-                continue
-            raise MissingField(f"missing field {plan.field}", field=plan.field)
-        if plan.field != "context" and not is_string(value):
-            raise InvalidFieldType(f"{origin} must be a string, got {json_type(value)}")
-        parts += (b"," + orjson.dumps(target.item_keys[plan.field]) + b":", value)
-    _pass_through(item, consumed, frozenset(target.item_keys.values()), parts)
+            raise MissingField(f"missing field {field}", field=field)
+        if not is_string(value):
+            raise InvalidFieldType(f"{origins[field]} must be a string, got {json_type(value)}")
+        parts += (_key_prefix(item_keys[field]), value)
+    context = values.get("context")
+    if context is not None and not ("context" in target.omit_null and _is_null(context)):
+        parts += (_key_prefix(item_keys["context"]), context)
+    parts += extras
     parts[0] = bytes(parts[0])[1:]
     return b"".join([b"{", *parts, b"}"])

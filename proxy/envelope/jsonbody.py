@@ -26,18 +26,19 @@ JsonType = Literal["string", "integer", "number", "boolean", "null", "object", "
 _decode_object = msgspec.json.Decoder(RawObject).decode
 _decode_array = msgspec.json.Decoder(list[msgspec.Raw]).decode
 
-# One translation serves two bounds: digits fold to "0" (a run of 20 is a candidate
-# integer beyond 64 bits) and "{" folds to "[" (fewer openers than the depth limit
-# cannot nest deeper than it).
+# One translation serves two bounds: digits fold to "0" (a run of 19 is a candidate
+# integer beyond 64 bits: below -2^63 takes 19 digits, above 2^64-1 takes 20) and "{"
+# folds to "[" (fewer openers than the depth limit cannot nest deeper than it).
 _FOLD = bytes.maketrans(b"123456789{", b"000000000[")
-_TWENTY_DIGITS = b"0" * 20
+_LONG_DIGITS = b"0" * 19
 # The exact depth pass keeps quotes and brackets only, braces folded into square brackets:
 # depth does not depend on the bracket kind once the JSON is known to be valid.
 _NOT_STRUCTURAL = bytes(c for c in range(256) if c not in b'"[]{}')
 _FOLD_BRACES = bytes.maketrans(b"{}", b"[]")
 _STRING_CONTENT = re.compile(rb'"[^"]*"')
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BIG_INTEGER = re.compile(rb"(?<![0-9.eE+])-?[0-9]{20,}(?![0-9.eE])")
+# An integer token: not part of a fraction or an exponent (digits after `e-` included).
+_BIG_INTEGER = re.compile(rb"(?<![0-9.eE+-])-?[0-9]{19,}(?![0-9.eE])")
 _U64_MAX = 2**64 - 1
 _I64_MIN = -(2**63)
 _ID_FIELDS = frozenset({"execution_id", "event_id"})
@@ -61,7 +62,7 @@ def split_object(body: bytes, max_depth: int) -> RawObject:
         raise InvalidJson(message) from exc
     except RecursionError as exc:  # pragma: no cover - the depth check runs first
         raise TooDeep("the body is nested too deeply") from exc
-    if _TWENTY_DIGITS in folded:
+    if _LONG_DIGITS in folded:
         _refuse_big_integers(members)
     return members
 
@@ -106,7 +107,7 @@ def _refuse_big_integers(members: RawObject) -> None:
     """Refuse integer literals beyond 64 bits: they cannot be carried exactly downstream."""
     for key, raw in members.items():
         value = bytes(raw)
-        if _TWENTY_DIGITS not in value.translate(_FOLD):
+        if _LONG_DIGITS not in value.translate(_FOLD):
             continue
         for match in _BIG_INTEGER.finditer(_JSON_STRING.sub(b'""', value)):
             number = int(match.group())

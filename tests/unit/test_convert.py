@@ -47,7 +47,7 @@ def convert(body: dict[str, Any] | bytes, target: str, engine: Engine = ENGINE) 
     return result
 
 
-def refused(body: dict[str, Any] | bytes, target: str = "executor_event") -> EnvelopeError:
+def refused_error(body: dict[str, Any] | bytes, target: str = "executor_event") -> EnvelopeError:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     with pytest.raises(EnvelopeError) as caught:
         ENGINE.convert_event(raw, target)
@@ -99,23 +99,44 @@ def test_string_id_to_string_target_is_forwarded_as_written() -> None:
 )
 def test_invalid_execution_ids_are_refused_naming_the_field(value: Any) -> None:
     """Floats, booleans, null, containers, odd strings and out-of-range ids are refused."""
-    error = refused(legacy(execution_id=value), "event_request")
+    error = refused_error(legacy(execution_id=value), "event_request")
     assert (error.code, error.field, error.http_status) == ("invalid_id", "execution_id", 422)
 
 
 def test_integers_beyond_64_bits_are_refused_before_becoming_floats() -> None:
     """An id or a nested integer beyond 64 bits is refused, not silently turned into a float."""
     body = b'{"execution_id": 18446744073709551616, "step": "s", "name": "x"}'
-    assert refused(body).code == "invalid_id"
+    assert refused_error(body).code == "invalid_id"
     nested = (
         b'{"execution_id": 1, "step": "s", "name": "x", "payload": {"n": -99999999999999999999}}'
     )
-    error = refused(nested)
+    error = refused_error(nested)
     assert (error.code, error.field) == ("invalid_field_type", "payload")
     in_string = (
         b'{"execution_id": 1, "step": "s", "name": "x", "payload": {"n": "99999999999999999999"}}'
     )
     assert convert(in_string, "executor_event")["context"] == {"n": "99999999999999999999"}
+
+
+@pytest.mark.parametrize(
+    ("number", "refused"),
+    [
+        (b"-9223372036854775808", False),  # i64 min
+        (b"18446744073709551615", False),  # u64 max
+        (b"-9223372036854775809", True),  # below i64 min: 19 digits
+        (b"18446744073709551616", True),
+        (b"1e-100000000000000000000", False),  # exponent digits are not an integer
+        (b"1.0000000000000000000001", False),
+        (b"12345678901234567890123.5", False),
+    ],
+)
+def test_nested_integer_range(number: bytes, refused: bool) -> None:
+    """Nested integers must fit 64 bits (signed or unsigned); floats of any length pass."""
+    raw = b'{"execution_id": 1, "step": "s", "name": "x", "payload": {"n": ' + number + b"}}"
+    if refused:
+        assert refused_error(raw).code == "invalid_field_type"
+    else:
+        assert b'{"n": ' + number + b"}" in ENGINE.convert_event(raw, "executor_event").body
 
 
 def test_null_event_id_counts_as_absent() -> None:
@@ -160,9 +181,9 @@ def test_mint_mode_is_configurable(mode: Any, minted: bool) -> None:
         ({"node_name": "s"}, "step"),
     ],
 )
-def test_alias_pairs_are_refused(extra: dict[str, Any], pair: str) -> None:
+def test_alias_pairs_are_refused_error(extra: dict[str, Any], pair: str) -> None:
     """Both names of one field in one body is `conflicting_fields`; the proxy never guesses."""
-    error = refused(legacy(**extra), "event_request")
+    error = refused_error(legacy(**extra), "event_request")
     assert (error.code, error.field) == ("conflicting_fields", pair)
 
 
@@ -353,9 +374,9 @@ def test_valid_timestamps_are_forwarded_exactly(stamp: str) -> None:
         "2026-06-05T12:00:00.Z",
     ],
 )
-def test_invalid_timestamps_are_refused(stamp: str) -> None:
+def test_invalid_timestamps_are_refused_error(stamp: str) -> None:
     """A timestamp without offset, or not a real RFC 3339 date-time, is `invalid_timestamp`."""
-    error = refused(canonical(created_at=stamp))
+    error = refused_error(canonical(created_at=stamp))
     assert (error.code, error.field) == ("invalid_timestamp", "created_at")
 
 
@@ -420,21 +441,21 @@ def test_emit_request_without_node_name_gets_the_default_step() -> None:
 )
 def test_bad_bodies_get_stable_codes(body: bytes, code: str, status: int) -> None:
     """Malformed or non-object bodies get their code and HTTP status."""
-    error = refused(body)
+    error = refused_error(body)
     assert (error.code, error.http_status) == (code, status)
 
 
 def test_unknown_body_names_the_closest_shape_and_what_it_lacks() -> None:
     """An unknown body is refused with the closest shape and the missing field."""
-    error = refused({"execution_id": "1", "event_type": "x"})
+    error = refused_error({"execution_id": "1", "event_type": "x"})
     assert error.message == "looks like event_request: missing field step"
 
 
-def test_wrong_field_types_are_refused() -> None:
+def test_wrong_field_types_are_refused_error() -> None:
     """A non-string step or event type is `invalid_field_type`, naming the alias used."""
-    error = refused(legacy(step=5))
+    error = refused_error(legacy(step=5))
     assert (error.code, error.field) == ("invalid_field_type", "step")
-    assert "sent as name" in refused(legacy(name=["x"])).message
+    assert "sent as name" in refused_error(legacy(name=["x"])).message
 
 
 @pytest.mark.parametrize("depth", [63, 64])
@@ -452,7 +473,7 @@ def test_nesting_up_to_the_limit_is_accepted(depth: int) -> None:
 def test_deeper_nesting_is_refused_without_recursion(depth: int) -> None:
     """Bodies deeper than the limit are `too_deep`, even far beyond any parser's recursion."""
     raw = b'{"payload":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
-    assert refused(raw).code == "too_deep"
+    assert refused_error(raw).code == "too_deep"
 
 
 def test_brackets_inside_strings_do_not_count_as_depth() -> None:
@@ -462,9 +483,9 @@ def test_brackets_inside_strings_do_not_count_as_depth() -> None:
     assert convert(body, "executor_event")["context"] == {"t": text}
 
 
-def test_batch_body_on_the_event_endpoint_is_refused() -> None:
+def test_batch_body_on_the_event_endpoint_is_refused_error() -> None:
     """A batch sent to /api/events is refused and pointed at /api/events/batch."""
-    error = refused({"execution_id": "1", "events": []})
+    error = refused_error({"execution_id": "1", "events": []})
     assert error.code == "unknown_shape"
     assert "/api/events/batch" in error.message
 
@@ -497,7 +518,7 @@ def test_batch_items_get_the_target_aliases() -> None:
     ]
 
 
-def test_batch_over_the_cap_is_refused() -> None:
+def test_batch_over_the_cap_is_refused_error() -> None:
     """More items than the cap is `batch_too_large` (413)."""
     engine = Engine(RULES, EngineOptions(batch_max_items=2))
     with pytest.raises(EnvelopeError) as caught:
@@ -524,3 +545,20 @@ def test_one_bad_item_refuses_the_whole_batch(bad: Any) -> None:
         ENGINE.convert_batch(batch([{"step": "s", "name": "a"}, bad]), "executor_event")
     assert (caught.value.code, caught.value.index) == ("invalid_batch_item", 1)
     assert caught.value.message.startswith("events[1]: ")
+
+
+def test_batch_item_null_context_is_left_to_the_legacy_default() -> None:
+    """A null item context becomes no payload for the legacy target, null for the canonical."""
+    raw = batch([{"step": "s", "name": "a", "context": None}])
+    assert json.loads(ENGINE.convert_batch(raw, "event_request").body)["events"] == [
+        {"step": "s", "name": "a"}
+    ]
+    canonical_items = json.loads(ENGINE.convert_batch(raw, "executor_event").body)["events"]
+    assert canonical_items == [{"step": "s", "event_type": "a", "context": None}]
+
+
+def test_escaped_status_is_normalised_like_its_plain_spelling() -> None:
+    """`succ\\u0065ss` is `success`: normalised, with the decoded original kept."""
+    raw = orjson.dumps(canonical(status="X")).replace(b'"X"', b'"succ\\u0065ss"')
+    out = convert(raw, "executor_event")
+    assert (out["status"], out["meta"]["original_status"]) == ("COMPLETED", "success")
