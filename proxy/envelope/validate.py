@@ -61,10 +61,21 @@ def _keys_in_order(data: Any, order: tuple[str, ...], forbidden: tuple[str, ...]
     return data
 
 
-class ExecutorEventBody(BaseModel):
-    """The canonical ExecutorEvent as the Rust server >= 2.19.1 deserialises it."""
+class _ServerOnlyKeys(BaseModel):
+    """Keys the Rust server types when present (it ignores other unknown keys)."""
 
     model_config = ConfigDict(strict=True, extra="allow")
+
+    actionable: bool = True
+    informative: bool = True
+    result_kind: str = "data"
+    result_uri: str = ""
+    event_ids: list[I64] = []
+
+
+class ExecutorEventBody(_ServerOnlyKeys):
+    """The canonical ExecutorEvent as the Rust server >= 2.19.1 deserialises it."""
+
     ORDER: ClassVar[tuple[str, ...]] = (
         "execution_id",
         "event_type",
@@ -99,10 +110,13 @@ class ExecutorEventBody(BaseModel):
         return _keys_in_order(data, cls.ORDER, ("payload", "name", "node_name"))
 
 
-class EventRequestBody(BaseModel):
-    """The legacy EventRequest every legacy server accepts (string ids, name, payload)."""
+class EventRequestBody(_ServerOnlyKeys):
+    """The legacy EventRequest every legacy server accepts (string ids, name, payload).
 
-    model_config = ConfigDict(strict=True, extra="allow")
+    The Python server is the strictest about values: payload must be an object, meta an
+    object or null.
+    """
+
     ORDER: ClassVar[tuple[str, ...]] = (
         "execution_id",
         "step",
@@ -118,8 +132,8 @@ class EventRequestBody(BaseModel):
     execution_id: DecimalI64
     step: str
     name: str
-    payload: Any = None
-    meta: Any = None
+    payload: dict[str, Any] = {}
+    meta: dict[str, Any] | None = None
     worker_id: str = ""
     event_id: DecimalI64 = "0"
     status: str
@@ -147,6 +161,7 @@ class ExecutorBatchItem(_Item):
 
 class EventRequestBatchItem(_Item):
     name: str
+    payload: dict[str, Any] = {}
 
     @model_validator(mode="before")
     @classmethod
