@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import NamedTuple
 
-import msgspec
 import orjson
 
 from proxy.envelope.errors import (
@@ -29,6 +28,7 @@ from proxy.envelope.jsonbody import (
     QUOTE,
     Raw,
     RawObject,
+    decode_string,
     is_string,
     json_type,
     split_array,
@@ -38,7 +38,6 @@ from proxy.envelope.rules import Rules, Shape, Source, Target
 from proxy.envelope.timestamps import UtcStamper, render_utc, validate_timestamp
 
 JsonBytes = Raw | bytes  # a JSON value as it will be written
-_decode_str = msgspec.json.Decoder(str).decode
 _NULL = b"null"
 # Fields for which an explicit JSON null means "not given", as in the servers' Option<T>.
 _NULL_IS_ABSENT = frozenset({"event_id", "worker_id", "status", "created_at", "meta"})
@@ -167,7 +166,7 @@ def _resolve_nested(
         if source.parts is None:
             return value, source.describe()
         if is_string(value):
-            pieces = _decode_str(value).split(":")
+            pieces = decode_string(value).split(":")
             part = pieces[source.part or 0] if len(pieces) == source.parts else ""
             if part:
                 return orjson.dumps(part), source.describe()
@@ -181,7 +180,7 @@ def _is_null(raw: JsonBytes) -> bool:
 def _text(raw: JsonBytes) -> str:
     """A JSON string's text; the common case (no escapes) without a decoder call."""
     data = bytes(raw)
-    return data[1:-1].decode() if b"\\" not in data else _decode_str(data)
+    return data[1:-1].decode() if b"\\" not in data else decode_string(data)
 
 
 def convert_event(members: RawObject, shape: Shape, target: Target, ctx: Context) -> Conversion:
@@ -303,7 +302,7 @@ def _status(
         # Substrings of the raw JSON string; escapes could hide one, so decode those.
         name = bytes(event_type)
         if b"\\" in name:
-            name = _decode_str(name).encode()
+            name = decode_string(name).encode()
         for needles, status in ctx.derive:
             for needle in needles:
                 if needle in name:
@@ -312,7 +311,7 @@ def _status(
     if not ctx.normalise_status:
         return value, None
     written = bytes(value)
-    text = written[1:-1] if b"\\" not in written else _decode_str(written).encode()
+    text = written[1:-1] if b"\\" not in written else decode_string(written).encode()
     canonical = ctx.normalise.get(text.lower())
     if canonical is None or canonical == text:
         return value, None

@@ -11,15 +11,13 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-import msgspec
 import orjson
 
 from proxy.envelope.errors import InvalidId
+from proxy.envelope.jsonbody import decode_string
 
 I64_MIN = -(2**63)
 I64_MAX = 2**63 - 1
-
-_decode_str = msgspec.json.Decoder(str).decode
 
 
 class ExactId(NamedTuple):
@@ -42,7 +40,7 @@ class ExactId(NamedTuple):
 def parse_id(raw: bytes, field: str) -> ExactId:
     """Parse the raw JSON token of an id field; refuse anything that is not exact."""
     if raw[:1] == b'"':
-        text = raw[1:-1] if b"\\" not in raw else _decode_str(raw).encode()
+        text = raw[1:-1] if b"\\" not in raw else decode_string(raw).encode()
         digits = text[1:] if text[:1] == b"-" else text
         if not digits.isdigit() or not digits.isascii():
             raise InvalidId(

@@ -25,6 +25,7 @@ JsonType = Literal["string", "integer", "number", "boolean", "null", "object", "
 
 _decode_object = msgspec.json.Decoder(RawObject).decode
 _decode_array = msgspec.json.Decoder(list[msgspec.Raw]).decode
+decode_string = msgspec.json.Decoder(str).decode
 
 # One translation serves two bounds: digits fold to "0" (a run of 19 is a candidate
 # integer beyond 64 bits: below -2^63 takes 19 digits, above 2^64-1 takes 20) and "{"

@@ -158,12 +158,6 @@ class Rules:
     normalise: Mapping[str, str]  # lower-cased alias -> canonical status
     defaults: Defaults
 
-    def shape(self, name: str) -> Shape:
-        for shape in self.shapes:
-            if shape.name == name:
-                return shape
-        raise KeyError(name)
-
     def target_for_version(self, version: str | None) -> str:
         """The target for an upstream release; unversioned or unparsable gets the fallback."""
         release = _parse_release(version) if version else None
@@ -262,11 +256,21 @@ class _Checker:
             self.loader.problem(
                 name, ("default_fields",), f"default_fields lacks {', '.join(missing)}"
             )
-        compiled = []
+        compiled: list[Shape] = []
         for shape_name in file.order:
             model = file.shapes.get(shape_name)
-            if model is not None:
-                compiled.append(self._shape(shape_name, model, defaults))
+            if model is None:
+                continue
+            shape = self._shape(shape_name, model, defaults)
+            for earlier in compiled:
+                if _always_caught(shape, earlier):
+                    self.loader.problem(
+                        name,
+                        ("order", file.order.index(shape_name)),
+                        f"shape {shape_name!r} can never be detected: every body it accepts"
+                        f" is detected first as {earlier.name!r}; move it earlier in `order`",
+                    )
+            compiled.append(shape)
         return tuple(compiled)
 
     def _shape(
@@ -493,6 +497,27 @@ class _Checker:
                     continue
                 table[lowered] = canonical
         return table
+
+
+def _always_caught(later: Shape, earlier: Shape) -> bool:
+    """Whether every body `later` accepts also satisfies `earlier` (checked first).
+
+    Conservative: true only when it is certain from the traits alone.
+    """
+    if earlier.closed or earlier.exactly_one or not earlier.forbidden <= later.forbidden:
+        return False
+    if not earlier.required_keys <= later.required_keys:
+        return False
+    if any(group.isdisjoint(later.required_keys) for group in earlier.at_least_one):
+        return False
+    later_checks = {check.key: check for check in later.typed}
+    for check in earlier.typed:
+        narrower = later_checks.get(check.key)
+        if narrower is None or not narrower.first_bytes <= check.first_bytes:
+            return False
+        if check.integral and not narrower.integral:
+            return False
+    return True
 
 
 def _types(spec: TypeSpec) -> frozenset[str]:

@@ -105,6 +105,19 @@ def test_shape_missing_from_order_can_never_be_detected(rules_dir: Path) -> None
     assert any("'worker_event' is not in `order`" in p for p in problems_of(rules_dir))
 
 
+def test_shape_shadowed_by_an_earlier_general_shape_is_an_error(rules_dir: Path) -> None:
+    """Listing event_request before executor_event would detect every canonical body as
+    event_request: the canonical shape can never apply."""
+    edit(
+        rules_dir / "shapes.yaml",
+        "order: [executor_event, worker_event, emit_request, event_request, batch]",
+        "order: [event_request, executor_event, worker_event, emit_request, batch]",
+    )
+    [problem] = problems_of(rules_dir)
+    assert "shape 'executor_event' can never be detected" in problem
+    assert "as 'event_request'" in problem
+
+
 def test_required_and_forbidden_key_can_never_match(rules_dir: Path) -> None:
     """A shape that requires a key it forbids is refused."""
     edit(
