@@ -1,7 +1,7 @@
 """Printing for `bench.http`: progress lines, per-body tables, ratios and the floors.
 
 Ratios are taken within one round (the same machine state) and then the median over
-rounds is shown; with `--repeat N` the spread (min-max over rounds) follows in brackets.
+rounds is shown; with `--repeat N` the spread of req/s (min-max over rounds) ends the row.
 """
 
 from __future__ import annotations
@@ -112,12 +112,15 @@ def _per_round(
 
 
 def _fmt(values: list[float], spec: str, width: int) -> str:
-    if not values:
-        return "-".rjust(width)
-    text = format(statistics.median(values), spec)
-    if len(values) > 1:
-        text += f" [{format(min(values), spec)}-{format(max(values), spec)}]"
+    text = format(statistics.median(values), spec) if values else "-"
     return text.rjust(width)
+
+
+def _spread(values: list[float]) -> str:
+    """min-max over rounds, when there was more than one."""
+    if len(values) < 2:
+        return ""
+    return f"  [{min(values):.0f}-{max(values):.0f}]"
 
 
 def _ratio(a: float, b: float) -> float:
@@ -136,7 +139,7 @@ def _row(results: Sequence[_Measurement], server: str, body: str, conns: int) ->
         f"  {server:<13}{_fmt(g('rps'), '.0f', 10)}{_fmt(g('rps', _ratio), '.2f', 9)}"
         f"{_fmt(g('p50_us'), '.0f', 10)}{_fmt(g('p99_us'), '.0f', 10)}"
         f"{_fmt(g('p50_us', _diff), '+.0f', 9)}{_fmt(g('cpu'), '.0f', 12)}"
-        f"{_fmt(g('cpu', _ratio), '.2f', 9)}{_fmt(g('busy'), '.0%', 10)}"
+        f"{_fmt(g('cpu', _ratio), '.2f', 9)}{_fmt(g('busy'), '.0%', 10)}{_spread(g('rps'))}"
     )
 
 
@@ -149,6 +152,7 @@ def tables(results: Sequence[_Measurement], body_names: list[str], saturation: i
             _out(
                 f"  {'server':<13}{'req/s':>10}{'xnaive':>9}{'p50 µs':>10}{'p99 µs':>10}"
                 f"{'+p50 µs':>9}{'cpu µs/req':>12}{'xnaive':>9}{'cpu busy':>10}"
+                "  [req/s min-max]"
             )
             for server in servers:
                 if not _cell(results, server, body, conns):

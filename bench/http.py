@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import _report
+from bench import _profile, _report
 from bench._procs import (
     LOOPBACK,
     Child,
@@ -276,6 +276,20 @@ class Bench:
             round=rnd,
         )
 
+    def profile(self, body: Body, name: str) -> str:
+        """Saturate server `name` with `body` while py-spy records it; the top entries."""
+        server = next((s for s in self.servers if s.name == name), None)
+        if server is None or server.process is None:
+            raise SystemExit(f"--profile: no server process named {name!r}")
+        raw = self.log_dir / "profile.raw"
+        recorder = _profile.record(server.process.pid, self.args.duration, raw)
+        m = self.measure(server, body, self.args.connections, 0)
+        recorder.wait(self.args.duration + 30)
+        _report.progress(m)
+        return f"profile of {name}, {body.name}, {m.connections} connections\n" + (
+            _profile.summary(raw)
+        )
+
     def run(self, all_bodies: list[Body]) -> list[Measurement]:
         results: list[Measurement] = []
         for rnd in range(self.args.repeat):
@@ -314,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-naive-uvloop", action="store_true", help="skip naive on uvloop")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--json", type=Path, help="write every measurement to this file")
+    parser.add_argument(
+        "--profile",
+        metavar="SERVER",
+        help="instead of the tables: profile SERVER (e.g. proxy) with py-spy under load",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 1.0, 0.3
@@ -324,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     ):
         bench = Bench(args, Path(tmp), started)
         bench.start_servers()
+        if args.profile:
+            print(bench.profile(all_bodies[0], args.profile), flush=True)
+            return 0
         _report.header(args, bench.pinned, cpu_count(), bench.server_cpu, bench.other_cpu)
         results = bench.run(all_bodies)
         spans = bench.span_export()

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp import hdrs, web
 
 from proxy.config import Settings
 from proxy.server import events, passthrough
@@ -42,23 +41,33 @@ SERVER_KWARGS: dict[str, Any] = {
 }
 
 
-@web.middleware
-async def _close_when_draining(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
+async def _close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
+    # A response-prepare hook rather than a middleware: no handler wrapping per request,
+    # and `Connection: close` also reaches clients of streamed pass-through answers.
     if request.app[STATE].draining:
-        response.force_close()  # send keep-alive clients to another replica
-    return response
+        # Send keep-alive clients to another replica. aiohttp has chosen the connection
+        # header already when this hook runs, so it is set here as well.
+        response.force_close()
+        response.headers[hdrs.CONNECTION] = "close"
+
+
+def _cut_off(state: ProxyState, exchanges: set[asyncio.Future[web.StreamResponse]]) -> None:
+    """The shutdown budget is nearly spent: exchanges still waiting for the upstream give up."""
+    state.cut_off = True
+    for task in list(exchanges):
+        task.cancel()  # `events` answers these 504
 
 
 async def _mark_shutdown(app: web.Application) -> None:
     """Runs when the listener has closed: in-flight requests now have the shutdown budget."""
     state = app[STATE]
     timeout = state.snapshot.settings.lifecycle.shutdown_timeout_seconds
-    state.shutdown_deadline = asyncio.get_running_loop().time() + timeout
-    # Answer (504) slightly before the server cancels the handlers at the deadline.
+    loop = asyncio.get_running_loop()
+    state.shutdown_deadline = loop.time() + timeout
+    # Answer (504) slightly before the server cancels the handlers at the deadline. One
+    # timer for all exchanges, so a request pays for no deadline of its own.
     state.shutdown_cutoff = state.shutdown_deadline - min(0.5, timeout / 10)
-    for deadline in list(state.exchange_deadlines):
-        deadline.reschedule(state.shutdown_cutoff)
+    loop.call_at(state.shutdown_cutoff, _cut_off, state, app[TASKS])
 
 
 async def _finish_orphans(app: web.Application) -> None:
@@ -131,16 +140,14 @@ def create_app(
     """
     state = ProxyState(settings, extensions=extensions, config_file=config_file, load=reload_from)
     middlewares = [mw for ext in extensions for mw in ext.server_middlewares()]
-    app = web.Application(
-        middlewares=[*middlewares, _close_when_draining],
-        client_max_size=settings.limits.max_body_bytes,
-    )
+    app = web.Application(middlewares=middlewares, client_max_size=settings.limits.max_body_bytes)
     app[STATE] = state
     app[TASKS] = set()
     events.add_routes(app)
     passthrough.add_routes(app)
     app.cleanup_ctx.append(_upstream)
     app.on_shutdown.append(_mark_shutdown)
+    app.on_response_prepare.append(_close_when_draining)
     for ext in extensions:
         ext.set_inflight_provider(lambda: state.inflight)
     return app

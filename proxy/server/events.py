@@ -46,6 +46,14 @@ def is_json_content_type(request: web.BaseRequest) -> bool:
     return charset is None or charset.lower() in ("utf-8", "utf8")
 
 
+def _shutdown_cutoff() -> UpstreamError:
+    return UpstreamError(
+        problems.UPSTREAM_TIMEOUT,
+        "the proxy is shutting down and the upstream has not answered yet; "
+        "the event may or may not have been stored",
+    )
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -136,14 +144,14 @@ class _Exchange:
 
 
 def _relay(answer: Answer, exchange: _Exchange) -> web.Response:
-    response = web.Response(status=answer.status, body=answer.body, headers=exchange.headers())
+    headers = exchange.headers()
     if answer.content_type is not None:
-        response.headers[hdrs.CONTENT_TYPE] = answer.content_type
+        headers[hdrs.CONTENT_TYPE] = answer.content_type
     if answer.content_encoding is not None:
-        response.headers[hdrs.CONTENT_ENCODING] = answer.content_encoding
+        headers[hdrs.CONTENT_ENCODING] = answer.content_encoding
     if answer.retry_after is not None:
-        response.headers[hdrs.RETRY_AFTER] = answer.retry_after
-    return response
+        headers[hdrs.RETRY_AFTER] = answer.retry_after
+    return web.Response(status=answer.status, body=answer.body, headers=headers)
 
 
 async def _forward(
@@ -152,30 +160,29 @@ async def _forward(
     snapshot = exchange.snapshot
     headers = upstream_request_headers(request, keep_content_length=False)
     headers[hdrs.CONTENT_TYPE] = "application/json"
-    try:
-        # A deadline shutdown can pull in, so the client gets an answer before the
-        # server gives up on its handler.
-        async with asyncio.timeout(state.shutdown_cutoff) as deadline:
-            state.exchange_deadlines.add(deadline)
-            try:
-                answer = await post_event(
-                    request.app[SESSION],
-                    snapshot.upstream_url(request),
-                    conv.body,
-                    headers,
-                    snapshot.event_timeouts,
-                )
-            finally:
-                state.exchange_deadlines.discard(deadline)
-    except TimeoutError:
-        err = UpstreamError(
-            problems.UPSTREAM_TIMEOUT,
-            "the proxy is shutting down and the upstream has not answered yet; "
-            "the event may or may not have been stored",
-        )
-    except UpstreamError as caught:
-        err = caught
+    err: UpstreamError | None = None
+    if state.past_cutoff():
+        err = _shutdown_cutoff()
     else:
+        try:
+            answer = await post_event(
+                request.app[SESSION],
+                snapshot.upstream_url(request),
+                conv.body,
+                headers,
+                snapshot.event_timeouts,
+            )
+        except asyncio.CancelledError:
+            # At the shutdown cutoff (`app._cut_off`) the exchange gives up, so the client
+            # gets an answer before the server gives up on its handler.
+            task = asyncio.current_task()
+            if not state.past_cutoff() or task is None:
+                raise
+            task.uncancel()
+            err = _shutdown_cutoff()
+        except UpstreamError as caught:
+            err = caught
+    if err is None:
         outcome: Outcome = (
             "forwarded"
             if 200 <= answer.status < 300

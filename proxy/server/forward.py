@@ -101,8 +101,11 @@ def classify(exc: BaseException, timeouts: aiohttp.ClientTimeout) -> UpstreamErr
 
 
 async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
-    if response.content_length is not None and response.content_length > MAX_ANSWER_BYTES:
-        raise UpstreamError(BAD_UPSTREAM_RESPONSE, "the upstream's answer is too large")
+    length = response.content_length
+    if length is not None:
+        if length > MAX_ANSWER_BYTES:
+            raise UpstreamError(BAD_UPSTREAM_RESPONSE, "the upstream's answer is too large")
+        return await response.read()  # the parser stops at the declared length
     chunks = bytearray()
     async for chunk in response.content.iter_any():
         chunks += chunk

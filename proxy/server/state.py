@@ -7,7 +7,6 @@ new one and swaps a single reference, so a request keeps the snapshot it started
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -139,9 +138,13 @@ class ProxyState:
         self.shutdown_deadline: float | None = None  # loop time; set when shutdown starts
         # Loop time by which event exchanges must give up (a little before the deadline).
         self.shutdown_cutoff: float | None = None
-        self.exchange_deadlines: set[asyncio.Timeout] = set()
+        self.cut_off = False  # True once the cutoff passed: exchanges still open answer 504
         self.started_at = time.time()
         self._announce(None)
+
+    def past_cutoff(self) -> bool:
+        """True once the shutdown cutoff passed: exchanges still open give up (504)."""
+        return self.cut_off
 
     @property
     def pinned(self) -> bool:
