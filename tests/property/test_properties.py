@@ -68,7 +68,7 @@ json_values = st.recursive(
     ),
     max_leaves=12,
 )
-names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=24)
+names = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=24)
 extra_keys = st.dictionaries(
     st.text(min_size=1, max_size=12).filter(lambda k: k not in KNOWN), json_values, max_size=4
 )

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from proxy.emulator.profiles import PROFILES
 from proxy.emulator.serde_fast import fast_deserialize
-from proxy.emulator.serde_schema import Struct
-from proxy.emulator.serde_structs import Rejection, exact_deserialize
+from proxy.emulator.serde_schema import Rejection, Struct
+from proxy.emulator.serde_structs import exact_deserialize
 from tests.samples import SAMPLES_DIR
 
 STRUCTS: list[tuple[str, Struct]] = []
