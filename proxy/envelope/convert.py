@@ -39,6 +39,7 @@ from proxy.envelope.timestamps import UtcStamper, render_utc, validate_timestamp
 
 JsonBytes = Raw | bytes  # a JSON value as it will be written
 _NULL = b"null"
+_OPEN_BRACE = ord("{")
 # Fields for which an explicit JSON null means "not given", as in the servers' Option<T>.
 _NULL_IS_ABSENT = frozenset({"event_id", "worker_id", "status", "created_at", "meta"})
 _STRING_FIELDS = frozenset({"event_type", "step", "status", "created_at", "worker_id"})
@@ -326,9 +327,13 @@ def _meta(value: JsonBytes | None, original_status: str | None, ctx: Context) ->
             return ctx.attempts_meta
         additions = {"attempts": attempts} if attempts is not None else {}
         return orjson.dumps({**additions, "original_status": original_status})
-    existing = split_nested(value)
-    if existing is None:
+    data = bytes(value)
+    if data[0] != _OPEN_BRACE:
         return value  # a meta that is not an object is never touched
+    if original_status is None and (attempts is None or _has_flat_attempts(data)):
+        return value
+    existing = split_nested(data)
+    assert existing is not None  # it starts with a brace
     add_attempts = attempts is not None and "attempts" not in existing
     if not add_attempts and original_status is None:
         return value
@@ -342,6 +347,15 @@ def _meta(value: JsonBytes | None, original_status: str | None, ctx: Context) ->
         parts.append(b',"original_status":' + orjson.dumps(original_status))
     parts[0] = bytes(parts[0])[1:]
     return b"".join([b"{", *parts, b"}"])
+
+
+def _has_flat_attempts(meta: bytes) -> bool:
+    """A flat meta object (no nested object) naming `attempts` as a key: no parse needed.
+
+    In a flat object a `"attempts"` string followed by `:` can only be a key. Anything
+    else (nested objects, spacing) is settled by splitting the object.
+    """
+    return meta.count(b"{") == 1 and b'"attempts":' in meta
 
 
 def convert_batch(members: RawObject, shape: Shape, target: Target, ctx: Context) -> Conversion:
@@ -397,8 +411,14 @@ def _convert_item(raw: Raw, target: Target, ctx: Context) -> bytes:
         if not is_string(value):
             raise InvalidFieldType(f"{origins[field]} must be a string, got {json_type(value)}")
         parts += (_key_prefix(item_keys[field]), value)
+    # Items follow the single event's rules, so conversions stay lossless both ways: the
+    # canonical target writes a null context when there is none, the legacy one omits it.
     context = values.get("context")
-    if context is not None and not ("context" in target.omit_null and _is_null(context)):
+    if context is not None and "context" in target.omit_null and _is_null(context):
+        context = None
+    if context is None and "context" in target.null_when_absent:
+        context = _NULL
+    if context is not None:
         parts += (_key_prefix(item_keys["context"]), context)
     parts += extras
     parts[0] = bytes(parts[0])[1:]
