@@ -165,12 +165,12 @@ def _resolve_nested(
         if value is None:
             continue
         if source.parts is None:
-            return value, source.describe()
+            return value, source.text
         if is_string(value):
             pieces = decode_string(value).split(":")
             part = pieces[source.part or 0] if len(pieces) == source.parts else ""
             if part:
-                return orjson.dumps(part), source.describe()
+                return orjson.dumps(part), source.text
     return None, field
 
 

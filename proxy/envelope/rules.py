@@ -9,6 +9,7 @@ checks what the rules mean and compiles them).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -46,26 +47,19 @@ _NAME = re.compile(r"[a-z][a-z0-9_]*")
 class Source:
     """Where a canonical field comes from: a key, a member of a key's object, or a default."""
 
+    text: str  # as written in the rules, for messages
     key: str  # "" for the default
     member: str | None = None
     part: int | None = None  # split the member's string on ':' into `parts` pieces
     parts: int | None = None
 
-    @property
-    def is_default(self) -> bool:
-        return self.key == ""
+    # Plain attributes rather than properties: they are read on every event.
+    is_default: bool = dataclasses.field(init=False)
+    is_top_level: bool = dataclasses.field(init=False)
 
-    @property
-    def is_top_level(self) -> bool:
-        return bool(self.key) and self.member is None
-
-    def describe(self) -> str:
-        if self.is_default:
-            return "the default"
-        if self.member is None:
-            return self.key
-        split = f" (part {self.part} of {self.parts} split on ':')" if self.parts else ""
-        return f"{self.key}.{self.member}{split}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_default", self.key == "")
+        object.__setattr__(self, "is_top_level", bool(self.key) and self.member is None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,16 +386,16 @@ class _Checker:
     @staticmethod
     def _source(text: str) -> Source | None:
         if text == "default":
-            return Source(key="")
+            return Source(text, key="")
         match = _SOURCE.fullmatch(text)
         if match is None:
             return None
         if match["parts"] is None:
-            return Source(key=match["key"], member=match["member"])
+            return Source(text, key=match["key"], member=match["member"])
         part, parts = int(match["part"]), int(match["parts"])
         if not 0 <= part < parts:
             return None
-        return Source(key=match["key"], member=match["member"], part=part, parts=parts)
+        return Source(text, key=match["key"], member=match["member"], part=part, parts=parts)
 
     def targets(self, file: TargetsFile) -> dict[str, Target]:
         compiled: dict[str, Target] = {}
