@@ -10,15 +10,26 @@ reload) with a `ConfigError` naming the setting, where it came from and what is 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import socket
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import EnvSettingsSource
 from pydantic_settings.sources.utils import parse_env_vars
 
@@ -31,13 +42,15 @@ RESTART_ONLY: tuple[str, ...] = (
     "admin_listen",
     "workers",
     "upstream.pool_size",
+    "limits.keepalive_timeout_seconds",
+    "envelope.machine_id",
     "clients",
     "tracing",
     "shadow",
 )
 
 _RELEASE = re.compile(r"^\d{1,4}\.\d{1,4}\.\d{1,6}$")
-_CLIENT_SOURCE = re.compile(r"^(header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|worker_id|user_agent|peer)$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
 _SECRET_KEY = re.compile(r"(passw|secret|token|api_?key|authori[sz]ation|credential)", re.I)
 
 
@@ -98,18 +111,82 @@ def _version(value: str) -> str:
     raise ValueError(f'must be auto, v1, v2 or a release X.Y.Z such as "2.9.0" (got {value!r})')
 
 
-def _client_source(value: str) -> str:
-    if not _CLIENT_SOURCE.match(value):
+def _no_credentials(value: str) -> str:
+    if "@" in urlsplit(value).netloc:
         raise ValueError(
-            f"must be header:<Header-Name>, worker_id, user_agent or peer (got {value!r})"
+            "must not carry credentials (user:password@): NoETL's /api/events takes no "
+            "authentication, and credentials in a URL end up in logs and dashboards"
         )
     return value
 
 
+ClientSourceKind = Literal["header", "worker_id", "user_agent", "peer"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSource:
+    """One parsed `clients.sources` entry: its kind and, for `header`, the header name."""
+
+    kind: ClientSourceKind
+    header: str | None = None
+
+
+_PLAIN_SOURCES: dict[str, ClientSourceKind] = {
+    "worker_id": "worker_id",
+    "user_agent": "user_agent",
+    "peer": "peer",
+}
+
+
+def parse_client_source(spec: str) -> ClientSource:
+    """`header:<Name>`, `worker_id`, `user_agent` or `peer`; raises ValueError otherwise."""
+    if spec.startswith("header:"):
+        name = spec.removeprefix("header:")
+        if _HEADER_NAME.match(name):
+            return ClientSource("header", name)
+    elif spec in _PLAIN_SOURCES:
+        return ClientSource(_PLAIN_SOURCES[spec])
+    raise ValueError(f"must be header:<Header-Name>, worker_id, user_agent or peer (got {spec!r})")
+
+
+def _client_source(value: str) -> str:
+    parse_client_source(value)
+    return value
+
+
+AUTO_MACHINE_ID = "auto"
+MAX_MACHINE_ID = 1023
+
+
+def _machine_id(value: Any) -> Any:
+    if value == AUTO_MACHINE_ID:
+        return value
+    if isinstance(value, str) and value.isdigit():  # from the environment
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_MACHINE_ID:
+        return value
+    raise ValueError(f"must be auto or an integer 0..{MAX_MACHINE_ID} (got {value!r})")
+
+
+def resolve_machine_id(setting: int | str, hostname: str | None = None) -> int:
+    """The snowflake machine id an `envelope.machine_id` setting stands for.
+
+    `auto` hashes the host name (a pod's name in Kubernetes), so every pod of a Deployment
+    gets its own id without configuration; the same name always gives the same id.
+    """
+    if isinstance(setting, int):
+        return setting
+    name = socket.gethostname() if hostname is None else hostname
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % (MAX_MACHINE_ID + 1)
+
+
 HostPort = Annotated[str, AfterValidator(_host_port)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
+UpstreamUrl = Annotated[str, AfterValidator(_http_url), AfterValidator(_no_credentials)]
 UpstreamVersion = Annotated[str, BeforeValidator(_version_text), AfterValidator(_version)]
-ClientSource = Annotated[str, AfterValidator(_client_source)]
+ClientSourceSpec = Annotated[str, AfterValidator(_client_source)]
+MachineId = Annotated[int | Literal["auto"], BeforeValidator(_machine_id)]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeSeconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
@@ -119,7 +196,7 @@ class _Section(BaseModel):
 
 
 class UpstreamSettings(_Section):
-    url: HttpUrl = "http://127.0.0.1:8082"
+    url: UpstreamUrl = "http://127.0.0.1:8082"
     version: UpstreamVersion = "auto"
     probe_interval_seconds: Seconds = 30.0
     connect_timeout_seconds: Seconds = 2.0
@@ -132,13 +209,26 @@ class LimitSettings(_Section):
     max_json_depth: Annotated[int, Field(ge=1, le=1024)] = 64
     batch_max_items: Annotated[int, Field(ge=1, le=1_000_000)] = 256
     max_inflight: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    # Bodies of event requests being handled, summed (Content-Length, else max_body_bytes).
+    max_inflight_bytes: Annotated[int, Field(ge=1, le=1 << 40)] = 64 * 1024 * 1024
     body_read_timeout_seconds: Seconds = 10.0
+    keepalive_timeout_seconds: Seconds = 15.0
+
+    @model_validator(mode="after")
+    def _one_body_fits(self) -> LimitSettings:
+        if self.max_inflight_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"max_inflight_bytes ({self.max_inflight_bytes}) must be at least "
+                f"max_body_bytes ({self.max_body_bytes}), or no body of the largest allowed "
+                "size could ever be accepted"
+            )
+        return self
 
 
 class EnvelopeSettings(_Section):
     normalise_status: bool = True
     mint: Literal["auto", "always", "never"] = "auto"
-    machine_id: Annotated[int, Field(ge=0, le=1023)] = 0
+    machine_id: MachineId = 0
 
 
 class LifecycleSettings(_Section):
@@ -147,7 +237,12 @@ class LifecycleSettings(_Section):
 
 
 class ClientsSettings(_Section):
-    sources: tuple[ClientSource, ...] = ("header:X-NoETL-Client", "worker_id", "user_agent", "peer")
+    sources: tuple[ClientSourceSpec, ...] = (
+        "header:X-NoETL-Client",
+        "worker_id",
+        "user_agent",
+        "peer",
+    )
     max_clients: Annotated[int, Field(ge=1, le=1_000_000)] = 500
     state_file: Path | None = None
     sunset_window_seconds: Seconds = 86400.0
@@ -344,6 +439,10 @@ def keep_start_only(old: Settings, new: Settings) -> Settings:
             "admin_listen": old.admin_listen,
             "workers": old.workers,
             "upstream": new.upstream.model_copy(update={"pool_size": old.upstream.pool_size}),
+            "limits": new.limits.model_copy(
+                update={"keepalive_timeout_seconds": old.limits.keepalive_timeout_seconds}
+            ),
+            "envelope": new.envelope.model_copy(update={"machine_id": old.envelope.machine_id}),
             "clients": old.clients,
             "tracing": old.tracing,
             "shadow": old.shadow,
@@ -351,7 +450,8 @@ def keep_start_only(old: Settings, new: Settings) -> Settings:
     )
 
 
-def _redact_url(value: str) -> str:
+def redact_url(value: str) -> str:
+    """`value` with any user:password@ replaced by `***@` (for logs and `/config`)."""
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or (parts.password is None and parts.username is None):
         return value
@@ -371,7 +471,7 @@ def _redact(value: Any, key: str = "") -> Any:
     if value is not None and _SECRET_KEY.search(key):
         return "***"
     if isinstance(value, str):
-        return _redact_url(value)
+        return redact_url(value)
     return value
 
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import aiohttp
-import orjson
 from aiohttp import web
 
 LEGACY_PROFILE = "rust-2.9.0"
@@ -77,28 +76,19 @@ class Row:
     stored: str
 
 
-def _stored_ids(body: bytes) -> str:
-    try:
-        data = orjson.loads(body)  # ints stay exact up to 64 bits
-    except orjson.JSONDecodeError:
-        return "-"
-    if not isinstance(data, dict):
-        return "-"
-    ids = data.get("event_ids")
-    if not isinstance(ids, list):
-        ids = [data.get("event_id")]
-    shown = [str(i) for i in ids if isinstance(i, int | str) and not isinstance(i, bool)]
-    return ", ".join(shown) or "-"
-
-
 async def send_all(session: aiohttp.ClientSession, proxy_url: str) -> list[Row]:
+    from proxy.server.events import event_ids
+
     rows = []
     for _, path, body in DEMO_BODIES:
         async with session.post(
             proxy_url + path, data=body, headers={"Content-Type": "application/json"}
         ) as response:
             answer = await response.read()
-            stored = _stored_ids(answer) if response.status < 300 else answer.decode()[:60]
+            if response.status < 300:
+                stored = ", ".join(event_ids(answer)) or "-"
+            else:
+                stored = answer.decode()[:60]
             rows.append(
                 Row(
                     shape=response.headers.get("X-Envelope-Shape", "?"),
@@ -138,7 +128,7 @@ async def run_demo(*, keep_running: bool, listen: str, out: TextIO) -> int:
     from proxy.config import load_settings, split_host_port
     from proxy.emulator import create_emulator_app
     from proxy.server.admin import create_admin_app
-    from proxy.server.app import SERVER_KWARGS, create_app
+    from proxy.server.app import create_app, server_kwargs
     from proxy.server.keys import STATE
     from proxy.server.runner import build_extensions
 
@@ -161,7 +151,7 @@ async def run_demo(*, keep_running: bool, listen: str, out: TextIO) -> int:
     extensions = build_extensions(settings, lambda: holder["app"][STATE].snapshot.engine)
     app = create_app(settings, extensions=extensions)
     holder["app"] = app
-    proxy_runner, proxy_url = await _start(app, host, port, **SERVER_KWARGS)
+    proxy_runner, proxy_url = await _start(app, host, port, **server_kwargs(settings))
     admin_runner, admin_url = await _start(create_admin_app(app), "127.0.0.1", 0, access_log=None)
     state = app[STATE]
     failed = 0

@@ -15,6 +15,10 @@ from typing import Any
 import orjson
 
 DEFAULT_ADMIN = "http://127.0.0.1:9090"
+PARTIAL_WARNING = (
+    "warning: this proxy runs several worker processes and this is the ledger of the "
+    "first one only; run one worker per process (scale with replicas) for a verdict"
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,6 +79,8 @@ def render(report: dict[str, Any]) -> str:
     if len(rows) == 1:
         lines.append("(no event requests recorded yet)")
     lines.append("")
+    if report.get("partial"):
+        lines.append(PARTIAL_WARNING)
     lines.append(verdict(report))
     return "\n".join(lines) + "\n"
 
@@ -82,6 +88,8 @@ def render(report: dict[str, Any]) -> str:
 def verdict(report: dict[str, Any]) -> str:
     """One line: can v1 go, and if not, who is holding it."""
     window = _duration(float(report["sunset_window_seconds"]))
+    if report["ready_to_sunset_v1"] is None:
+        return "verdict: unknown: the ledger covers one worker's traffic only"
     caveat = ""
     if not report.get("window_observed", True):
         caveat = f" (observed since {report['tracking_since']}, less than {window})"

@@ -8,27 +8,23 @@ returned object through the `proxy.server.hooks.Extension` protocol.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from proxy.observability.extension import (
-    ObservabilityExtension,
-    ObservabilitySettings,
-    engine_from_settings,
-)
-from proxy.observability.identity import client_header_name
+from proxy.observability.extension import ObservabilityExtension
 from proxy.observability.shadow import ShadowEngine
+
+if TYPE_CHECKING:
+    from proxy.config import Settings
 
 __all__ = [
     "ObservabilityExtension",
-    "ObservabilitySettings",
     "ShadowEngine",
     "build_extension",
-    "client_header_name",
-    "engine_from_settings",
 ]
 
 
 def build_extension(
-    settings: ObservabilitySettings,
+    settings: Settings,
     engine_provider: Callable[[], ShadowEngine] | None = None,
 ) -> ObservabilityExtension:
     """The extension for these settings.

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
@@ -34,76 +33,12 @@ from proxy.observability.tracing import (
     server_middleware,
 )
 from proxy.server.hooks import EventRecord
+from proxy.server.state import build_engine
+
+if TYPE_CHECKING:
+    from proxy.config import Settings
 
 log = logging.getLogger(__name__)
-
-PathLike = str | os.PathLike[str]
-
-
-class ClientsSettings(Protocol):
-    @property
-    def sources(self) -> Sequence[str]: ...
-    @property
-    def max_clients(self) -> int: ...
-    @property
-    def state_file(self) -> PathLike | None: ...
-    @property
-    def sunset_window_seconds(self) -> float: ...
-
-
-class TracingSettings(Protocol):
-    @property
-    def otlp_endpoint(self) -> str | None: ...
-    @property
-    def service_name(self) -> str: ...
-
-
-class EnvelopeSettings(Protocol):
-    @property
-    def normalise_status(self) -> bool: ...
-    @property
-    def mint(self) -> Literal["auto", "always", "never"]: ...
-    @property
-    def machine_id(self) -> int: ...
-
-
-class LimitsSettings(Protocol):
-    @property
-    def max_json_depth(self) -> int: ...
-    @property
-    def batch_max_items(self) -> int: ...
-
-
-class ObservabilitySettings(Protocol):
-    """The part of `proxy.config.Settings` this package reads."""
-
-    @property
-    def clients(self) -> ClientsSettings: ...
-    @property
-    def tracing(self) -> TracingSettings: ...
-    @property
-    def envelope(self) -> EnvelopeSettings: ...
-    @property
-    def limits(self) -> LimitsSettings: ...
-    @property
-    def shadow(self) -> bool: ...
-    @property
-    def rules_dir(self) -> PathLike | None: ...
-
-
-def engine_from_settings(settings: ObservabilitySettings) -> ShadowEngine:
-    """An engine built like the server's, for a shadow check without an engine provider."""
-    from proxy.envelope import Engine, EngineOptions, load_rules
-
-    rules = load_rules(Path(settings.rules_dir)) if settings.rules_dir else load_rules()
-    options = EngineOptions(
-        normalise_status=settings.envelope.normalise_status,
-        mint=settings.envelope.mint,
-        machine_id=settings.envelope.machine_id,
-        max_depth=settings.limits.max_json_depth,
-        batch_max_items=settings.limits.batch_max_items,
-    )
-    return Engine(rules, options)
 
 
 class ObservabilityExtension:
@@ -111,12 +46,15 @@ class ObservabilityExtension:
 
     def __init__(
         self,
-        settings: ObservabilitySettings,
+        settings: Settings,
         engine_provider: Callable[[], ShadowEngine] | None = None,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock
+        # With several worker processes each keeps its own ledger, and admin `/clients`
+        # shows worker 0's: no verdict can be drawn from a part of the traffic.
+        self._partial = settings.workers > 1
         self.metrics = ProxyMetrics()
         clients = settings.clients
         self._identifier = ClientIdentifier(clients.sources, clients.max_clients)
@@ -133,7 +71,7 @@ class ObservabilityExtension:
         self._shadow: ShadowChecker | None = None
         if settings.shadow:
             if engine_provider is None:
-                engine = engine_from_settings(settings)
+                _, engine = build_engine(settings)
                 engine_provider = lambda: engine  # noqa: E731
             self._shadow = ShadowChecker(engine_provider)
         self._failed_types: set[str] = set()
@@ -215,4 +153,7 @@ class ObservabilityExtension:
 
     async def _serve_clients(self, request: web.Request) -> web.Response:
         report = self.ledger.report(self._clock())
+        if self._partial:
+            report["partial"] = True
+            report["ready_to_sunset_v1"] = None
         return web.Response(body=orjson.dumps(report), content_type="application/json")

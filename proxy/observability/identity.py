@@ -17,60 +17,20 @@ the first `max_clients` distinct identities keep their own, every later one coun
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
+from proxy.config import ClientSource, ClientSourceKind, parse_client_source
 from proxy.server.hooks import ClientHints
 
 OTHER = "other"
 UNKNOWN = "unknown"
 MAX_IDENTITY_LENGTH = 64
 
-SourceKind = Literal["header", "worker_id", "user_agent", "peer"]
-_PREFIXES: dict[SourceKind, str] = {
+_PREFIXES: dict[ClientSourceKind, str] = {
     "header": "",
     "worker_id": "worker:",
     "user_agent": "ua:",
     "peer": "peer:",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """One identity source: its kind and, for `header`, the header name."""
-
-    kind: SourceKind
-    header: str | None = None
-
-
-def parse_sources(specs: Sequence[str]) -> tuple[Source, ...]:
-    """Parse `clients.sources` entries; raises ValueError naming the first bad entry."""
-    sources: list[Source] = []
-    for spec in specs:
-        if spec.startswith("header:"):
-            name = spec.removeprefix("header:").strip()
-            if not name:
-                raise ValueError(f"client source {spec!r}: header name is empty")
-            sources.append(Source("header", name))
-        elif spec == "worker_id":
-            sources.append(Source("worker_id"))
-        elif spec == "user_agent":
-            sources.append(Source("user_agent"))
-        elif spec == "peer":
-            sources.append(Source("peer"))
-        else:
-            raise ValueError(
-                f"client source {spec!r}: expected header:<Name>, worker_id, user_agent or peer"
-            )
-    return tuple(sources)
-
-
-def client_header_name(specs: Sequence[str]) -> str | None:
-    """The header whose value the server must pass as `ClientHints.header` (first one listed)."""
-    for source in parse_sources(specs):
-        if source.kind == "header":
-            return source.header
-    return None
 
 
 def clean(value: str) -> str:
@@ -87,7 +47,7 @@ class ClientIdentifier:
     def __init__(self, sources: Sequence[str], max_clients: int) -> None:
         if max_clients < 1:
             raise ValueError("clients.max_clients must be at least 1")
-        self._sources = parse_sources(sources)
+        self._sources = tuple(parse_client_source(spec) for spec in sources)
         self._max_clients = max_clients
         self._labels: set[str] = set()
 
@@ -124,7 +84,7 @@ class ClientIdentifier:
                 self._labels.add(identity)
 
     @staticmethod
-    def _raw(source: Source, hints: ClientHints, worker_id: str | None) -> str | None:
+    def _raw(source: ClientSource, hints: ClientHints, worker_id: str | None) -> str | None:
         if source.kind == "header":
             return hints.header
         if source.kind == "worker_id":

@@ -52,6 +52,7 @@ def readiness(state: ProxyState) -> tuple[bool, dict[str, Any]]:
         "rules_digest": snapshot.rules.digest,
         "config_generation": snapshot.generation,
         "inflight": state.inflight,
+        "inflight_bytes": state.inflight_bytes,
         "last_reload": None
         if last is None
         else {

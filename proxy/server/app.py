@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import hdrs, web
 
 from proxy.config import Settings
+from proxy.envelope.ids import SnowflakeMinter
 from proxy.server import events, passthrough
 from proxy.server.hooks import Extension
 from proxy.server.keys import SESSION, STATE, TASKS
@@ -32,13 +33,19 @@ log = logging.getLogger("envelope_proxy.server")
 RELOADER = web.AppKey("envelope_proxy_reloader", ConfigReloader)
 PROBE = web.AppKey("envelope_proxy_probe", VersionProbe)
 
-# Keyword arguments for the aiohttp runner serving the proxy app (serve and tests alike).
-# Request bodies are not decompressed, so pass-through bodies reach the upstream as sent.
-SERVER_KWARGS: dict[str, Any] = {
-    "auto_decompress": False,
-    "access_log": None,
-    "keepalive_timeout": 75.0,
-}
+
+def server_kwargs(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for the aiohttp runner serving the proxy app (serve and tests alike).
+
+    Request bodies are not decompressed, so pass-through bodies reach the upstream as sent.
+    An idle keep-alive connection is closed after `limits.keepalive_timeout_seconds`
+    (aiohttp's own default, 75 s, lets idle clients hold sockets and memory for long).
+    """
+    return {
+        "auto_decompress": False,
+        "access_log": None,
+        "keepalive_timeout": settings.limits.keepalive_timeout_seconds,
+    }
 
 
 async def _close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
@@ -132,13 +139,17 @@ def create_app(
     extensions: Sequence[Extension] = (),
     config_file: Path | None = None,
     reload_from: Callable[[], Settings] | None = None,
+    minter: SnowflakeMinter | None = None,
 ) -> web.Application:
     """The proxy application.
 
     `reload_from` re-reads the configuration (file, env, flags); when given, the config
     file's directory and the rules directory are watched and changes applied live.
+    `minter` mints this process's event ids (default: one for `envelope.machine_id`).
     """
-    state = ProxyState(settings, extensions=extensions, config_file=config_file, load=reload_from)
+    state = ProxyState(
+        settings, extensions=extensions, config_file=config_file, load=reload_from, minter=minter
+    )
     middlewares = [mw for ext in extensions for mw in ext.server_middlewares()]
     app = web.Application(middlewares=middlewares, client_max_size=settings.limits.max_body_bytes)
     app[STATE] = state

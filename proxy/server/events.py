@@ -1,7 +1,9 @@
 """`POST /api/events` and `POST /api/events/batch`: read, convert, forward, relay, record.
 
 Order of checks, cheapest first: in-flight limit (503), content type (415), declared length
-(413, before reading), then the body under a size and time bound (413 / 408). The engine
+(413, before reading), in-flight bytes (503: the bodies being handled, this one's counted at
+its `Content-Length`, or at `max_body_bytes` when chunked, must stay within
+`limits.max_inflight_bytes`), then the body under a size and time bound (413 / 408). The engine
 converts it for the snapshot's target (its refusals become problem+json with its status);
 the upstream's answer is relayed as it came (status, body bytes, content type, encoding,
 `Retry-After`), so the client never sees a 2xx the upstream did not give.
@@ -59,20 +61,30 @@ class _BodyTooLarge(Exception):
 
 
 async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
-    body = bytearray()
+    """The whole body, refused once past `limit`; copied once at most."""
+    chunks: list[bytes] = []
+    size = 0
     while chunk := await request.content.readany():
-        body += chunk
-        if len(body) > limit:
+        size += len(chunk)
+        if size > limit:
             raise _BodyTooLarge
-    return bytes(body)
+        chunks.append(chunk)
+    # `join` hands back a lone chunk as it is: a body that arrived in one piece, the
+    # common case, is not copied at all.
+    return b"".join(chunks)
 
 
 def stored_ids(answer: Answer) -> tuple[str, ...]:
     """`event_id` / `event_ids` from a 2xx JSON answer as exact decimal strings, else ()."""
     if not 200 <= answer.status < 300 or answer.content_encoding not in (None, "identity"):
         return ()
+    return event_ids(answer.body)
+
+
+def event_ids(body: bytes) -> tuple[str, ...]:
+    """`event_id` / `event_ids` of a JSON answer body as exact decimal strings, else ()."""
     try:
-        data = orjson.loads(answer.body)  # integers stay exact up to 64 bits
+        data = orjson.loads(body)  # integers stay exact up to 64 bits
     except orjson.JSONDecodeError:
         return ()
     if not isinstance(data, dict):
@@ -92,10 +104,10 @@ def stored_ids(answer: Answer) -> tuple[str, ...]:
 class _Exchange:
     """What one event request learnt, turned into the `EventRecord` at the end."""
 
-    def __init__(self, request: web.Request, snapshot: Snapshot, body: bytes = b""):
+    def __init__(self, request: web.Request, snapshot: Snapshot):
         self.request = request
         self.snapshot = snapshot
-        self.body = body
+        self.body = b""  # kept only for the shadow check
         self.conversion: Conversion | None = None
         self.shape: str | None = None
 
@@ -214,11 +226,14 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
         exchange.record(state, "rejected", error_code=problem.code)
         return problems.proxy_problem(problem, detail, headers=exchange.headers(), **kw)
 
-    if state.inflight >= limits.max_inflight:
+    def shed(detail: str) -> web.Response:
         exchange.record(state, "rejected", error_code=problems.OVERLOADED.code)
-        response = problems.overloaded(limits.max_inflight)
+        response = problems.overloaded(detail)
         response.headers.update(exchange.headers())
         return response
+
+    if state.inflight >= limits.max_inflight:
+        return shed(f"more than {limits.max_inflight} requests in flight; retry shortly")
     if not is_json_content_type(request):
         got = request.headers.get(hdrs.CONTENT_TYPE, "none")
         return refuse(
@@ -234,13 +249,22 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
             f"body of {declared} bytes is over the {limits.max_body_bytes}-byte limit",
             close=True,
         )
+    # Bodies are held in memory while they are converted and forwarded: bound their sum.
+    # A chunked body may grow up to the size limit, so it counts at that until it is read.
+    reserved = limits.max_body_bytes if declared is None else declared
+    if state.inflight_bytes + reserved > limits.max_inflight_bytes:
+        return shed(
+            f"the bodies of the requests in flight would exceed {limits.max_inflight_bytes} "
+            "bytes; retry shortly"
+        )
 
     state.inflight += 1
+    state.inflight_bytes += reserved
     forwarding = False
     try:
         try:
             async with asyncio.timeout(limits.body_read_timeout_seconds):
-                exchange.body = await _read_body(request, limits.max_body_bytes)
+                body = await _read_body(request, limits.max_body_bytes)
         except _BodyTooLarge:
             return refuse(
                 problems.BODY_TOO_LARGE,
@@ -261,17 +285,21 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
             # The server cancels the handler when the client leaves (if so configured).
             exchange.record(state, "rejected", error_code=problems.CLIENT_ABORTED.code)
             raise
+        state.inflight_bytes -= reserved - len(body)
+        reserved = len(body)
+        if snapshot.settings.shadow:
+            exchange.body = body  # the shadow check converts the original once more
 
         convert = (
             snapshot.engine.convert_batch if kind == "batch" else snapshot.engine.convert_event
         )
         try:
-            conv = convert(exchange.body, snapshot.target)
+            conv = convert(body, snapshot.target)
         except EnvelopeError as err:
             exchange.record(state, "rejected", error_code=err.code)
-            return problems.problem_response(
-                err.http_status, err.to_problem(), headers=exchange.headers()
-            )
+            return problems.engine_problem(err, headers=exchange.headers())
+        # The upstream may take long: only the converted body stays in memory meanwhile.
+        del body
         exchange.conversion = conv
         exchange.shape = conv.shape
 
@@ -281,19 +309,22 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
         forwarding = True
         tasks = request.app[TASKS]
         tasks.add(task)
-        task.add_done_callback(lambda done: _finished(state, tasks, done))
+        task.add_done_callback(lambda done: _finished(state, tasks, done, reserved))
         return await asyncio.shield(task)
     finally:
         if not forwarding:
             state.inflight -= 1
+            state.inflight_bytes -= reserved
 
 
 def _finished(
     state: ProxyState,
     tasks: set[asyncio.Future[web.StreamResponse]],
     task: asyncio.Future[web.StreamResponse],
+    reserved: int,
 ) -> None:
     state.inflight -= 1
+    state.inflight_bytes -= reserved
     tasks.discard(task)
 
 

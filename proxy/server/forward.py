@@ -21,13 +21,11 @@ from yarl import URL
 from proxy.server.headers import SKIP_AUTO_HEADERS
 from proxy.server.problems import (
     BAD_UPSTREAM_RESPONSE,
+    UPSTREAM_DISCONNECTED,
+    UPSTREAM_REQUEST_FAILED,
     UPSTREAM_TIMEOUT,
     UPSTREAM_UNAVAILABLE,
     ProxyProblem,
-)
-
-UPSTREAM_DISCONNECTED = ProxyProblem(
-    "upstream_disconnected", 502, "Upstream closed the connection before answering"
 )
 
 # Upstream answers to events are a few hundred bytes; anything near this is not an answer.
@@ -55,7 +53,6 @@ class Answer:
     content_encoding: str | None
     retry_after: str | None
     seconds: float
-    attempts: int
 
 
 def never_sent(exc: BaseException) -> bool:
@@ -91,6 +88,15 @@ def classify(exc: BaseException, timeouts: aiohttp.ClientTimeout) -> UpstreamErr
         return UpstreamError(UPSTREAM_UNAVAILABLE, f"cannot connect to the upstream: {exc}")
     if isinstance(exc, aiohttp.ClientResponseError):
         return UpstreamError(BAD_UPSTREAM_RESPONSE, f"the upstream's answer is malformed: {exc}")
+    if isinstance(exc, ValueError):
+        # Not a network failure: the client library refused to build or send the request
+        # (aiohttp raises ValueError for values it will not put on the wire). The type only:
+        # the message may quote a header value.
+        return UpstreamError(
+            UPSTREAM_REQUEST_FAILED,
+            f"the request to the upstream failed ({exc.__class__.__name__}); "
+            "the event may or may not have been stored",
+        )
     if isinstance(exc, aiohttp.ClientError | OSError):
         return UpstreamError(
             UPSTREAM_DISCONNECTED,
@@ -143,11 +149,10 @@ async def post_event(
                     content_encoding=response.headers.get(hdrs.CONTENT_ENCODING),
                     retry_after=response.headers.get(hdrs.RETRY_AFTER),
                     seconds=time.perf_counter() - started,
-                    attempts=attempt,
                 )
         except UpstreamError:
             raise
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             if attempt == 1 and never_sent(exc):
                 continue
             raise classify(exc, timeouts) from exc

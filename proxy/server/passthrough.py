@@ -46,7 +46,7 @@ async def _open(request: web.Request) -> aiohttp.ClientResponse:
                 allow_redirects=False,
                 skip_auto_headers=SKIP_AUTO_HEADERS,
             )
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             # A streamed body cannot be replayed once read; only a bodiless request can.
             if not retried and not has_body and never_sent(exc):
                 retried = True
@@ -58,7 +58,7 @@ async def handle_passthrough(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     limit = state.snapshot.settings.limits.max_inflight
     if state.inflight >= limit:
-        return problems.overloaded(limit)
+        return problems.overloaded(f"more than {limit} requests in flight; retry shortly")
     state.inflight += 1
     try:
         return await _relay(request)

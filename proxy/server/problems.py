@@ -1,8 +1,9 @@
-"""The proxy's own refusals and failures as `application/problem+json` (RFC 9457).
+"""Every problem the server answers, as `application/problem+json` (RFC 9457).
 
-Engine refusals carry their own problem (`EnvelopeError.to_problem()`); this module adds the
-codes the proxy itself answers with. The codes are public: they appear in problem bodies,
-in `EventRecord.error_code` and in the README's failure table.
+The codes the proxy itself answers with live here; engine refusals (`EnvelopeError`) bring
+their own code, status and title. One function, `problem_body`, builds both kinds of body.
+The codes are public: they appear in problem bodies, in `EventRecord.error_code` and in the
+README's failure table.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
+from proxy.envelope import EnvelopeError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -33,19 +36,33 @@ CLIENT_ABORTED = ProxyProblem("client_aborted", 400, "Client closed the connecti
 UPSTREAM_UNAVAILABLE = ProxyProblem("upstream_unavailable", 502, "Upstream unreachable")
 UPSTREAM_TIMEOUT = ProxyProblem("upstream_timeout", 504, "Upstream did not answer in time")
 BAD_UPSTREAM_RESPONSE = ProxyProblem("bad_upstream_response", 502, "Upstream answer unusable")
+UPSTREAM_DISCONNECTED = ProxyProblem(
+    "upstream_disconnected", 502, "Upstream closed the connection before answering"
+)
+UPSTREAM_REQUEST_FAILED = ProxyProblem(
+    "upstream_request_failed", 502, "The request to the upstream failed"
+)
 
 # Seconds a shed client is told to wait; short, because in-flight requests finish quickly.
 OVERLOAD_RETRY_AFTER = "1"
 
 
-def problem_body(problem: ProxyProblem, detail: str) -> dict[str, Any]:
-    return {
+def problem_body(
+    problem: ProxyProblem, detail: str, *, field: str | None = None, index: int | None = None
+) -> dict[str, Any]:
+    """The RFC 9457 document, with the stable code (and where, when known) as extensions."""
+    body: dict[str, Any] = {
         "type": f"urn:envelope-proxy:error:{problem.code}",
         "title": problem.title,
         "status": problem.status,
         "detail": detail,
         "code": problem.code,
     }
+    if field is not None:
+        body["field"] = field
+    if index is not None:
+        body["index"] = index
+    return body
 
 
 def problem_response(
@@ -79,9 +96,12 @@ def proxy_problem(
     )
 
 
-def overloaded(limit: int) -> web.Response:
-    return proxy_problem(
-        OVERLOADED,
-        f"more than {limit} requests in flight; retry shortly",
-        headers={"Retry-After": OVERLOAD_RETRY_AFTER},
-    )
+def engine_problem(err: EnvelopeError, *, headers: dict[str, str] | None = None) -> web.Response:
+    """The answer to a body the engine refused."""
+    problem = ProxyProblem(err.code, err.http_status, err.title)
+    body = problem_body(problem, err.message, field=err.field, index=err.index)
+    return problem_response(problem.status, body, headers=headers)
+
+
+def overloaded(detail: str) -> web.Response:
+    return proxy_problem(OVERLOADED, detail, headers={"Retry-After": OVERLOAD_RETRY_AFTER})

@@ -4,8 +4,8 @@ Watching directories (not files) catches Kubernetes' ConfigMap update, which swa
 `..data` symlink rather than writing the file. SIGHUP forces a reload. A new configuration
 is read and validated off the event loop; only a complete, valid one replaces the snapshot
 (one reference swap). An invalid one is logged and the running one kept. Start-only
-settings (listen addresses, workers, pool size, extension settings) are reported as
-needing a restart and not applied.
+settings (listen addresses, workers, pool size, keep-alive timeout, the event-id machine id,
+extension settings) are reported as needing a restart and not applied.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class ConfigReloader:
         if self._state.load is None:
             raise ConfigError(["no configuration source to reload from"])
         settings = self._state.load()
-        rules, engine = build_engine(settings)
+        rules, engine = build_engine(settings, self._state.minter)
         return settings, rules, engine
 
     async def reload(self, *, force: bool, reason: str) -> bool | None:

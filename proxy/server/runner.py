@@ -8,7 +8,8 @@ configuration.
 
 `workers: N > 1` forks N processes that each bind the proxy port with SO_REUSEPORT (the
 kernel spreads connections); only worker 0 serves the admin listener, so `/readyz` and
-`/metrics` describe worker 0.
+`/metrics` describe worker 0. Worker i mints event ids with machine id
+`(envelope.machine_id + i) % 1024`, so the workers never mint the same id.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.config import Settings, split_host_port
+from proxy.config import MAX_MACHINE_ID, Settings, redact_url, resolve_machine_id, split_host_port
+from proxy.envelope.ids import SnowflakeMinter
 from proxy.server.admin import create_admin_app
-from proxy.server.app import RELOADER, SERVER_KWARGS, create_app
+from proxy.server.app import RELOADER, create_app, server_kwargs
 from proxy.server.hooks import Extension
 from proxy.server.keys import STATE
 from proxy.server.state import build_engine
@@ -108,14 +110,19 @@ async def _serve(
         clients = settings.clients.model_copy(update={"state_file": None})
         settings = settings.model_copy(update={"clients": clients})
     extensions = build_extensions(settings, lambda: holder["app"][STATE].snapshot.engine)
+    machine_id = worker_machine_id(settings, worker)
     app = create_app(
-        settings, extensions=extensions, config_file=config_file, reload_from=reload_from
+        settings,
+        extensions=extensions,
+        config_file=config_file,
+        reload_from=reload_from,
+        minter=SnowflakeMinter(machine_id),
     )
     holder["app"] = app
     signals = _Signals(app)  # before listening, so no early signal takes the default action
     lifecycle = settings.lifecycle
     runner = web.AppRunner(
-        app, shutdown_timeout=lifecycle.shutdown_timeout_seconds, **SERVER_KWARGS
+        app, shutdown_timeout=lifecycle.shutdown_timeout_seconds, **server_kwargs(settings)
     )
     admin_runner = web.AppRunner(create_admin_app(app), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
@@ -136,11 +143,16 @@ async def _serve(
         "envelope-proxy listening on %s (admin %s), upstream %s",
         ", ".join(_url(a) for a in runner.addresses),
         admin,
-        settings.upstream.url,
+        redact_url(settings.upstream.url),
     )
+    log.info("worker %d mints event ids with machine id %d", worker, machine_id)
     # Start-up objects live for the whole process: keep the collector from rescanning them.
     gc.collect()
     gc.freeze()
+    # Each request allocates many short-lived containers (headers, JSON members) and almost
+    # never a reference cycle: at the default gen-0 threshold (700) the collector would run
+    # several times per request under load, for nothing to collect.
+    gc.set_threshold(50_000, 20, 20)
 
     await signals.stop.wait()
     state = app[STATE]
@@ -155,6 +167,11 @@ async def _serve(
     await admin_runner.cleanup()
     log.info("stopped")
     return 0
+
+
+def worker_machine_id(settings: Settings, worker: int) -> int:
+    """The snowflake machine id worker `worker` mints event ids with."""
+    return (resolve_machine_id(settings.envelope.machine_id) + worker) % (MAX_MACHINE_ID + 1)
 
 
 def run_worker(

@@ -17,8 +17,9 @@ import aiohttp
 from aiohttp.web import BaseRequest
 from yarl import URL
 
-from proxy.config import Settings
+from proxy.config import Settings, parse_client_source, resolve_machine_id
 from proxy.envelope import Engine, EngineOptions, Rules, load_rules
+from proxy.envelope.ids import SnowflakeMinter
 from proxy.server.hooks import Extension
 
 log = logging.getLogger("envelope_proxy.server")
@@ -49,17 +50,23 @@ class Snapshot:
         return URL(self.upstream_base + raw, encoded=True)
 
 
-def build_engine(settings: Settings) -> tuple[Rules, Engine]:
-    """Rules and engine for a configuration (raises RulesError); blocking file I/O."""
+def build_engine(settings: Settings, minter: SnowflakeMinter | None = None) -> tuple[Rules, Engine]:
+    """Rules and engine for a configuration (raises RulesError); blocking file I/O.
+
+    Pass the process's one `minter` (see `ProxyState`): an engine built with its own
+    minter could repeat ids another engine of this process minted in the same millisecond.
+    """
     rules = load_rules(settings.rules_dir) if settings.rules_dir else load_rules()
+    if minter is None:
+        minter = SnowflakeMinter(resolve_machine_id(settings.envelope.machine_id))
     options = EngineOptions(
         normalise_status=settings.envelope.normalise_status,
         mint=settings.envelope.mint,
-        machine_id=settings.envelope.machine_id,
+        machine_id=minter.machine_id,
         max_depth=settings.limits.max_json_depth,
         batch_max_items=settings.limits.batch_max_items,
     )
-    return rules, Engine(rules, options)
+    return rules, Engine(rules, options, minter=minter)
 
 
 def choose_target(settings: Settings, rules: Rules, probed: str | None) -> tuple[str, str | None]:
@@ -73,9 +80,11 @@ def choose_target(settings: Settings, rules: Rules, probed: str | None) -> tuple
 
 
 def client_header(settings: Settings) -> str | None:
-    for source in settings.clients.sources:
-        if source.startswith("header:"):
-            return source.removeprefix("header:")
+    """The header whose value is passed as `ClientHints.header` (the first one listed)."""
+    for spec in settings.clients.sources:
+        source = parse_client_source(spec)
+        if source.kind == "header":
+            return source.header
     return None
 
 
@@ -123,8 +132,12 @@ class ProxyState:
         extensions: Sequence[Extension] = (),
         config_file: Path | None = None,
         load: Callable[[], Settings] | None = None,
+        minter: SnowflakeMinter | None = None,
     ):
-        rules, engine = build_engine(settings)
+        # One minter for the process: every engine built here, at start and after each
+        # reload, mints from it, so event ids never repeat. Its machine id is fixed at start.
+        self.minter = minter or SnowflakeMinter(resolve_machine_id(settings.envelope.machine_id))
+        rules, engine = build_engine(settings, self.minter)
         self.snapshot = make_snapshot(settings, rules, engine, None, 1)
         self.extensions = tuple(extensions)
         self.config_file = config_file
@@ -134,6 +147,7 @@ class ProxyState:
         self.upstream_reached = False
         self.draining = False
         self.inflight = 0
+        self.inflight_bytes = 0  # bodies of event requests in flight (see limits)
         self.last_reload: ReloadStatus | None = None
         self.shutdown_deadline: float | None = None  # loop time; set when shutdown starts
         # Loop time by which event exchanges must give up (a little before the deadline).

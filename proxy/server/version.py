@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from proxy.config import redact_url
 from proxy.server.state import ProxyState
 
 log = logging.getLogger("envelope_proxy.server")
@@ -88,7 +89,7 @@ class VersionProbe:
             self._healthy = False
             log.warning(
                 "upstream health probe %s %s; keeping version %s",
-                url,
+                redact_url(str(url)),
                 problem,
                 self._state.probed_version or "unknown",
             )

@@ -26,8 +26,9 @@ from aiohttp.test_utils import TestServer
 
 from proxy.config import Settings, load_settings
 from proxy.emulator import create_emulator_app
+from proxy.envelope.ids import SnowflakeMinter
 from proxy.server.admin import create_admin_app
-from proxy.server.app import SERVER_KWARGS, create_app
+from proxy.server.app import create_app, server_kwargs
 from proxy.server.hooks import EventRecord
 from proxy.server.keys import STATE
 from proxy.server.state import ProxyState
@@ -35,6 +36,10 @@ from tests.samples import REPO_ROOT
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 JSON = {"Content-Type": "application/json"}
+EMIT_REQUEST = (
+    b'{"execution_id":"478775660589088776","event_type":"step.exit","node_name":"fetch",'
+    b'"node_type":"http","duration":0.42,"result":{"status":"ok"}}'
+)
 
 
 class Recorder:
@@ -145,6 +150,14 @@ async def wait_for(check: Callable[[], bool], within: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    """Wait until an asynchronous check (e.g. a question to the emulator) holds."""
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
 def settings_for(upstream: str, overrides: dict[str, Any] | None = None) -> Settings:
     values: dict[str, Any] = {
         "upstream.url": upstream,
@@ -170,12 +183,17 @@ async def start_proxy(
     recorder: Recorder | None = None,
     config_file: Path | None = None,
     reload_from: Callable[[], Settings] | None = None,
+    minter: SnowflakeMinter | None = None,
 ) -> tuple[str, str, ProxyState, Recorder]:
     recorder = recorder or Recorder()
     app = create_app(
-        settings, extensions=[recorder], config_file=config_file, reload_from=reload_from
+        settings,
+        extensions=[recorder],
+        config_file=config_file,
+        reload_from=reload_from,
+        minter=minter,
     )
-    server = await aiohttp_server(app, **SERVER_KWARGS)
+    server = await aiohttp_server(app, **server_kwargs(settings))
     admin = await aiohttp_server(create_admin_app(app))
     return (
         str(server.make_url("")).rstrip("/"),
@@ -192,12 +210,32 @@ async def start_stack(
     *,
     version: str | None = None,
     overrides: dict[str, Any] | None = None,
+    recorder: Recorder | None = None,
 ) -> Stack:
     upstream = await start_upstream(aiohttp_server, profile, version)
     proxy, admin, state, recorder = await start_proxy(
-        aiohttp_server, settings_for(upstream, overrides)
+        aiohttp_server, settings_for(upstream, overrides), recorder=recorder
     )
     return Stack(upstream, proxy, admin, state, recorder, session)
+
+
+async def open_raw(stack: Stack) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A plain TCP connection to the proxy port, for requests aiohttp's client cannot send."""
+    host, port = stack.proxy.removeprefix("http://").rsplit(":", 1)
+    return await asyncio.open_connection(host, int(port))
+
+
+async def raw_exchange(stack: Stack, request: bytes) -> bytes:
+    """Send raw bytes to the proxy and return what it answers before closing or 5 s."""
+    reader, writer = await open_raw(stack)
+    writer.write(request)
+    await writer.drain()
+    try:
+        async with asyncio.timeout(5):
+            data = await reader.read(65536)
+    finally:
+        writer.close()
+    return data
 
 
 def closed_port_url() -> str:

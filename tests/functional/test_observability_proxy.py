@@ -24,7 +24,7 @@ from proxy.config import Settings
 from proxy.emulator import create_emulator_app
 from proxy.observability import ObservabilityExtension, build_extension
 from proxy.server.admin import create_admin_app
-from proxy.server.app import SERVER_KWARGS, create_app
+from proxy.server.app import create_app, server_kwargs
 from proxy.server.keys import STATE
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.samples import sample_bytes
@@ -149,7 +149,7 @@ async def start_stack(
     ext = build_extension(settings, engine_provider=lambda: holder[0][STATE].snapshot.engine)
     app = create_app(settings, extensions=[ext])
     holder.append(app)
-    proxy = await aiohttp_server(app, **SERVER_KWARGS)
+    proxy = await aiohttp_server(app, **server_kwargs(settings))
     admin = await aiohttp_server(create_admin_app(app))
     return Stack(proxy, admin, upstream, ext)
 

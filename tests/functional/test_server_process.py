@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -18,6 +19,7 @@ from tests.functional.server_support import (
     ServerFactory,
     cli,
     cli_env,
+    eventually,
     start_upstream,
     wait_for,
 )
@@ -33,8 +35,11 @@ async def test_sigterm_drains_then_answers_in_flight_requests_and_exits_0(
     in-flight one answered after the listener closed, exit status 0."""
     upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
     config = tmp_path / "config.yaml"
+    # Margins wide enough for a loaded machine: the drain (2 s) is far longer than the
+    # few steps that must happen within it, and the upstream's delay (3 s) keeps the
+    # first request in flight until the listener has closed.
     config.write_text(
-        "lifecycle:\n  drain_seconds: 0.6\n  shutdown_timeout_seconds: 10\n", encoding="utf-8"
+        "lifecycle:\n  drain_seconds: 2\n  shutdown_timeout_seconds: 10\n", encoding="utf-8"
     )
     serve = await ServeProcess.start(
         "--config",
@@ -50,7 +55,7 @@ async def test_sigterm_drains_then_answers_in_flight_requests_and_exits_0(
         async with session.get(serve.admin + "/readyz") as response:
             assert response.status == 200
         async with session.post(
-            upstream + "/_emulator/faults", json={"delay_seconds": 1.5}
+            upstream + "/_emulator/faults", json={"delay_seconds": 3.0}
         ) as response:
             assert response.status == 200
 
@@ -60,14 +65,26 @@ async def test_sigterm_drains_then_answers_in_flight_requests_and_exits_0(
             ) as response:
                 return response.status, await response.read()
 
+        async def readyz() -> tuple[int, dict[str, Any]]:
+            async with session.get(serve.admin + "/readyz") as response:
+                return response.status, orjson.loads(await response.read())
+
+        async def upstream_has(count: int) -> bool:
+            async with session.get(upstream + "/_emulator/events") as response:
+                return len(orjson.loads(await response.read())) == count
+
         in_flight = asyncio.create_task(post())
-        await asyncio.sleep(0.3)
+        await eventually(lambda: upstream_has(1))  # the upstream holds it for 3 s
         serve.signal(signal.SIGTERM)
-        await asyncio.sleep(0.1)
-        async with session.get(serve.admin + "/readyz") as response:
-            assert response.status == 503
-            assert orjson.loads(await response.read())["status"] == "draining"
+
+        async def draining() -> bool:
+            status, body = await readyz()
+            return status == 503 and body["status"] == "draining"
+
+        await eventually(draining)
         during_drain = asyncio.create_task(post())
+        await eventually(lambda: upstream_has(2))
+        assert not in_flight.done()
 
         status, body = await in_flight
         assert status == 200, body
@@ -110,7 +127,12 @@ async def test_sigterm_with_a_hanging_upstream_answers_504_within_the_budget(
             request = asyncio.create_task(
                 session.post(serve.proxy + "/api/events", data=WORKER_EVENT, headers=JSON)
             )
-            await asyncio.sleep(0.3)
+
+            async def upstream_has_it() -> bool:
+                async with session.get(upstream + "/_emulator/faults") as response:
+                    return bool(orjson.loads(await response.read())["counters"].get("hang"))
+
+            await eventually(upstream_has_it)
             serve.signal(signal.SIGTERM)
             async with await request as response:
                 assert response.status == 504
@@ -194,7 +216,9 @@ def test_invalid_configuration_exits_2_naming_the_setting(tmp_path: Path) -> Non
 async def test_workers_share_one_port_and_stop_together(
     aiohttp_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
-    """`--workers 2` runs two processes on one port; worker 0 serves admin; SIGTERM stops both."""
+    """`--workers 2` runs two processes on one port that both serve traffic and mint event ids
+    with machine ids of their own (wrapping at 1023); worker 0 serves admin, whose `/clients`
+    says it is partial; SIGTERM stops both."""
     upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -208,11 +232,16 @@ async def test_workers_share_one_port_and_stop_together(
         upstream,
         "--workers",
         "2",
-        env={"ENVELOPE_PROXY_LIFECYCLE__DRAIN_SECONDS": "0"},
+        env={
+            "ENVELOPE_PROXY_LIFECYCLE__DRAIN_SECONDS": "0",
+            "ENVELOPE_PROXY_ENVELOPE__MACHINE_ID": "1023",
+        },
     )
     try:
         await wait_for(lambda: serve.output.count("listening on") == 2, within=30)
-        for _ in range(6):
+        # A fresh connection each time: the kernel spreads connections, not requests. With
+        # 20 of them, both workers are reached unless the odds (2 in a million) say otherwise.
+        for _ in range(20):
             async with (
                 aiohttp.ClientSession() as fresh,
                 fresh.post(
@@ -221,12 +250,21 @@ async def test_workers_share_one_port_and_stop_together(
             ):
                 assert response.status == 200
         async with session.get(upstream + "/_emulator/events") as response:
-            assert len(orjson.loads(await response.read())) == 6
+            stored = orjson.loads(await response.read())
+        assert len(stored) == 20
+        assert len({row["event_id"] for row in stored}) == 20
+        assert {(row["event_id"] >> 12) & 1023 for row in stored} == {1023, 0}
+        async with session.get(serve.admin + "/clients") as response:
+            clients = orjson.loads(await response.read())
+        assert clients["partial"] is True
+        assert clients["ready_to_sunset_v1"] is None
         serve.signal(signal.SIGTERM)
         assert await serve.wait() == 0
     finally:
         await serve.stop()
     assert serve.output.count("admin none in worker 1") == 1
+    assert "worker 0 mints event ids with machine id 1023" in serve.output
+    assert "worker 1 mints event ids with machine id 0" in serve.output
     assert serve.output.count("stopped") == 2
 
 

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import yaml
 
 from proxy.config import load_settings
 from proxy.envelope import default_rules_dir
+from proxy.envelope.ids import SnowflakeMinter
 from tests.functional.server_support import (
     ServerFactory,
     Stack,
@@ -45,10 +47,11 @@ async def reloading_stack(
     session: aiohttp.ClientSession,
     config_file: Path,
     upstream: str,
+    minter: SnowflakeMinter | None = None,
 ) -> Stack:
     load = functools.partial(load_settings, config_file, None, {})
     proxy, admin, state, recorder = await start_proxy(
-        aiohttp_server, load(), config_file=config_file, reload_from=load
+        aiohttp_server, load(), config_file=config_file, reload_from=load, minter=minter
     )
     return Stack(upstream, proxy, admin, state, recorder, session)
 
@@ -230,3 +233,45 @@ async def test_rules_directory_edits_reload_and_bad_rules_are_refused(
     await wait_for(lambda: stack.recorder.reloads == [True, False])
     assert stack.state.snapshot.target == "event_request"
     assert any("versions.yaml" in p for p in stack.state.last_reload.problems)  # type: ignore[union-attr]
+
+
+async def test_event_ids_never_repeat_across_a_reload(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """The engine a reload builds mints from the process's one minter: with its clock held
+    still, the ids before and after the reload continue one sequence and none repeats; a
+    changed machine id waits for a restart."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        config_text(upstream, upstream__version="v2", envelope__machine_id=5), encoding="utf-8"
+    )
+    now_ms = time.time_ns() // 1_000_000
+    minter = SnowflakeMinter(5, clock_ms=lambda: now_ms)
+    stack = await reloading_stack(aiohttp_server, session, config, upstream, minter)
+    for _ in range(3):
+        response, _ = await stack.post("/api/events", WORKER_EVENT)
+        assert response.status == 200
+
+    rewrite(
+        config,
+        config_text(
+            upstream,
+            upstream__version="v2",
+            envelope__machine_id=6,
+            envelope__normalise_status=False,
+        ),
+    )
+    await wait_for(lambda: stack.recorder.reloads == [True])
+    assert stack.state.snapshot.settings.envelope.normalise_status is False
+    _, ready = await stack.readyz()
+    assert ready["last_reload"]["restart_needed"] == ["envelope.machine_id"]
+    for _ in range(3):
+        response, _ = await stack.post("/api/events", WORKER_EVENT)
+        assert response.status == 200
+
+    minted = [int(r.request_event_id or 0) for r in stack.recorder.records]
+    assert len(set(minted)) == 6
+    assert [(i >> 12) & 1023 for i in minted] == [5] * 6
+    assert [i & 4095 for i in minted] == [0, 1, 2, 3, 4, 5]
+    assert [row["event_id"] for row in await stack.stored()] == minted

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import aiohttp
 import orjson
 import pytest
@@ -126,15 +128,34 @@ async def test_admin_serves_config_redacted_and_extension_routes(
 ) -> None:
     """/config shows the effective settings without credentials; extension routes are mounted."""
     settings = settings_for(
-        "http://ops:hunter2@127.0.0.1:9", {"upstream.version": "v1", "limits.max_inflight": 7}
+        "http://127.0.0.1:9",
+        {
+            "upstream.version": "v1",
+            "limits.max_inflight": 7,
+            "tracing.otlp_endpoint": "http://ops:hunter2@127.0.0.1:4318",
+        },
     )
     _, admin, _, _ = await start_proxy(aiohttp_server, settings)
     async with session.get(admin + "/config") as response:
         assert response.status == 200
         shown = await response.read()
     config = orjson.loads(shown)
-    assert config["upstream"]["url"] == "http://***@127.0.0.1:9"
+    assert config["tracing"]["otlp_endpoint"] == "http://***@127.0.0.1:4318"
     assert config["limits"]["max_inflight"] == 7
     assert b"hunter2" not in shown
     async with session.get(admin + "/recorder") as response:
         assert response.status == 200
+
+
+async def test_probe_warning_never_prints_url_credentials(
+    aiohttp_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Even a URL with credentials (which the settings refuse) is logged redacted."""
+    url = closed_port_url().replace("http://", "http://ops:hunter2@")
+    valid = settings_for(closed_port_url())
+    # Past validation on purpose: the log line must not depend on the settings' refusal.
+    settings = valid.model_copy(update={"upstream": valid.upstream.model_copy(update={"url": url})})
+    with caplog.at_level(logging.WARNING, logger="envelope_proxy.server"):
+        await start_proxy(aiohttp_server, settings)
+    assert "upstream health probe http://***@127.0.0.1:" in caplog.text
+    assert "hunter2" not in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ from proxy.config import (
     check_config,
     keep_start_only,
     load_settings,
+    redact_url,
     redacted,
+    resolve_machine_id,
     restart_needed,
     split_host_port,
 )
@@ -47,7 +50,9 @@ def test_defaults_match_the_documented_schema() -> None:
     assert settings.limits.max_json_depth == 64
     assert settings.limits.batch_max_items == 256
     assert settings.limits.max_inflight == 1024
+    assert settings.limits.max_inflight_bytes == 64 * 1024 * 1024
     assert settings.limits.body_read_timeout_seconds == 10
+    assert settings.limits.keepalive_timeout_seconds == 15
     assert settings.envelope.normalise_status is True
     assert settings.envelope.mint == "auto"
     assert settings.envelope.machine_id == 0
@@ -156,7 +161,8 @@ def test_every_problem_is_reported_at_once() -> None:
     assert len(lines) == 5
     assert any(line.startswith("listen: must be HOST:PORT") for line in lines)
     assert any(
-        line.startswith("envelope.machine_id: Input should be less than or") for line in lines
+        line.startswith("envelope.machine_id: must be auto or an integer 0..1023 (got 1024)")
+        for line in lines
     )
     assert any(
         line.startswith("upstream.url: must be an http:// or https:// URL") for line in lines
@@ -202,17 +208,13 @@ def test_host_port_forms() -> None:
 def test_redacted_hides_credentials_and_secret_looking_values() -> None:
     """/config shows URLs without user:password and never a secret-looking value."""
     settings = load_settings(
-        None,
-        {
-            "upstream.url": "https://admin:hunter2@noetl.internal:8082/base",
-            "tracing.otlp_endpoint": "http://user:pw@collector:4318",
-        },
-        environ={},
+        None, {"tracing.otlp_endpoint": "http://user:hunter2@collector:4318"}, environ={}
     )
     shown = redacted(settings)
-    assert shown["upstream"]["url"] == "https://***@noetl.internal:8082/base"
     assert shown["tracing"]["otlp_endpoint"] == "http://***@collector:4318"
     assert "hunter2" not in repr(shown)
+    assert redact_url("https://admin:pw@[::1]:8082/base") == "https://***@[::1]:8082/base"
+    assert redact_url("http://noetl:8082") == "http://noetl:8082"
     assert shown["listen"] == "0.0.0.0:8080"
     assert shown["clients"]["sources"] == [
         "header:X-NoETL-Client",
@@ -232,15 +234,29 @@ def test_restart_only_settings_are_reported_and_kept() -> None:
             "workers": 2,
             "upstream.pool_size": 3,
             "upstream.url": "http://b:1",
+            "limits.keepalive_timeout_seconds": 5,
+            "limits.max_inflight": 7,
+            "envelope.machine_id": 9,
+            "envelope.mint": "never",
         },
         environ={},
     )
-    assert restart_needed(old, new) == ["listen", "workers", "upstream.pool_size"]
+    assert restart_needed(old, new) == [
+        "listen",
+        "workers",
+        "upstream.pool_size",
+        "limits.keepalive_timeout_seconds",
+        "envelope.machine_id",
+    ]
     applied = keep_start_only(old, new)
     assert applied.listen == old.listen
     assert applied.workers == old.workers
     assert applied.upstream.pool_size == old.upstream.pool_size
+    assert applied.limits.keepalive_timeout_seconds == old.limits.keepalive_timeout_seconds
+    assert applied.envelope.machine_id == old.envelope.machine_id
     assert applied.upstream.url == "http://b:1"
+    assert applied.limits.max_inflight == 7
+    assert applied.envelope.mint == "never"
     assert restart_needed(old, applied) == []
 
 
@@ -261,3 +277,61 @@ def test_check_config_reports_config_and_rules_problems(tmp_path: Path) -> None:
     problems = check_config(config)
     assert problems
     assert all(line.startswith(f"rules_dir {rules}: ") for line in problems)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://ops:hunter2@noetl:8082", "https://token@noetl:8082", "http://@noetl:8082"]
+)
+def test_credentials_in_the_upstream_url_are_refused(url: str) -> None:
+    """user:password@ in upstream.url is a configuration error that says why."""
+    message = problems_of(None, overrides={"upstream.url": url}, environ={})
+    assert message.startswith("upstream.url: must not carry credentials (user:password@)")
+    assert "hunter2" not in message  # the refusal does not repeat the secret
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("auto", "auto"), (0, 0), (1023, 1023), ("17", 17)],
+)
+def test_machine_id_is_auto_or_ten_bits(given: object, expected: object) -> None:
+    """envelope.machine_id takes `auto` or 0..1023 (also as an environment string)."""
+    settings = load_settings(None, {"envelope.machine_id": given}, environ={})
+    assert settings.envelope.machine_id == expected
+    from_env = load_settings(None, environ={"ENVELOPE_PROXY_ENVELOPE__MACHINE_ID": str(given)})
+    assert from_env.envelope.machine_id == expected
+
+
+@pytest.mark.parametrize("bad", [-1, 1024, True, "Auto", "", 1.5])
+def test_machine_id_refuses_anything_else(bad: object) -> None:
+    """Anything but `auto` or an integer 0..1023 is one clear problem line."""
+    message = problems_of(None, overrides={"envelope.machine_id": bad}, environ={})
+    assert message == (
+        f"envelope.machine_id: must be auto or an integer 0..1023 (got {bad!r}) [from command line]"
+    )
+
+
+def test_auto_machine_id_is_a_stable_hash_of_the_host_name() -> None:
+    """`auto` gives the same id for the same host name, spreads names over 0..1023, and
+    defaults to this machine's host name; an explicit id is used as given."""
+    assert resolve_machine_id("auto", "noetl-server-7d9f-abcde") == resolve_machine_id(
+        "auto", "noetl-server-7d9f-abcde"
+    )
+    ids = {resolve_machine_id("auto", f"noetl-server-7d9f-{n:05d}") for n in range(200)}
+    assert ids <= set(range(1024))
+    assert len(ids) > 150  # 200 names into 1024 slots: a handful of collisions at most
+    assert resolve_machine_id("auto") == resolve_machine_id("auto", socket.gethostname())
+    assert resolve_machine_id(42, "ignored") == 42
+
+
+def test_inflight_bytes_must_hold_one_largest_body() -> None:
+    """limits.max_inflight_bytes below limits.max_body_bytes could never admit a full body."""
+    message = problems_of(
+        None,
+        overrides={"limits.max_body_bytes": 2048, "limits.max_inflight_bytes": 1024},
+        environ={},
+    )
+    assert message.startswith("limits: max_inflight_bytes (1024) must be at least max_body_bytes")
+    fits = load_settings(
+        None, {"limits.max_body_bytes": 2048, "limits.max_inflight_bytes": 2048}, environ={}
+    )
+    assert fits.limits.max_inflight_bytes == 2048

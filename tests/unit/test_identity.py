@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from proxy.config import Settings
 from proxy.observability.identity import (
     MAX_IDENTITY_LENGTH,
     OTHER,
     UNKNOWN,
     ClientIdentifier,
     clean,
-    client_header_name,
-    parse_sources,
 )
 from proxy.server.hooks import ClientHints
+from proxy.server.state import client_header
 
 DEFAULT_SOURCES = ("header:X-NoETL-Client", "worker_id", "user_agent", "peer")
 FULL = ClientHints(header="billing-worker", user_agent="noetl-worker/2.1", peer="10.0.0.7")
@@ -61,18 +61,19 @@ def test_identity_is_cleaned_and_bounded() -> None:
     assert clean("  spaced  ") == "spaced"
 
 
-def test_parse_sources_rejects_unknown_entries() -> None:
-    """A source that is none of the four kinds is refused with the entry named."""
-    with pytest.raises(ValueError, match="'cookie'"):
-        parse_sources(["cookie"])
-    with pytest.raises(ValueError, match="header name is empty"):
-        parse_sources(["header:"])
+@pytest.mark.parametrize("bad", ["cookie", "header:", "header:X Team", "Peer"])
+def test_unknown_sources_are_refused_as_the_settings_refuse_them(bad: str) -> None:
+    """A source that is none of the four kinds (or names no valid header) is refused, naming it."""
+    with pytest.raises(ValueError, match="must be header:<Header-Name>"):
+        ClientIdentifier([bad], 1)
 
 
-def test_client_header_name_is_the_first_header_source() -> None:
+def test_client_header_is_the_first_header_source() -> None:
     """The server learns which header to pass as ClientHints.header."""
-    assert client_header_name(("peer", "header:X-Team", "header:X-Other")) == "X-Team"
-    assert client_header_name(("worker_id", "peer")) is None
+    sources = {"clients": {"sources": ["peer", "header:X-Team", "header:X-Other"]}}
+    assert client_header(Settings.model_validate(sources)) == "X-Team"
+    no_header = {"clients": {"sources": ["worker_id", "peer"]}}
+    assert client_header(Settings.model_validate(no_header)) is None
 
 
 def test_labels_are_capped_at_max_clients() -> None:

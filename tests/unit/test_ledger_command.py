@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from proxy.cli import main
 from proxy.config import Settings
-from proxy.ledger_commands import render
+from proxy.ledger_commands import PARTIAL_WARNING, render
 from proxy.observability import ObservabilityExtension, build_extension
 from proxy.server.hooks import ClientHints, EventRecord
 
@@ -113,6 +113,27 @@ async def test_clients_command_json_and_unreachable_admin(
     )
     assert code == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+async def test_several_workers_make_clients_partial_without_a_verdict(
+    aiohttp_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With workers > 1, /clients says it is partial and claims no verdict; the command warns."""
+    ext = build_extension(Settings.model_validate({"workers": 2}))
+    send(ext, "new-svc", "executor_event")
+    server = await admin(ext, aiohttp_server)
+    report = await fetch_clients(server)
+    assert report["partial"] is True
+    assert report["ready_to_sunset_v1"] is None
+    assert report["blocking_clients"] == []
+    url = str(server.make_url("/")).rstrip("/")
+    assert await asyncio.to_thread(main, ["clients", "--admin", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2] == PARTIAL_WARNING
+    assert lines[-1] == "verdict: unknown: the ledger covers one worker's traffic only"
+    single = await fetch_clients(await admin(build_extension(Settings()), aiohttp_server))
+    assert "partial" not in single
+    assert single["ready_to_sunset_v1"] is True
 
 
 def test_render_ready_verdict_with_a_young_ledger() -> None:

@@ -1,0 +1,320 @@
+"""Event endpoints under limits and bad framing: what is refused before the upstream is
+called (in-flight requests and bytes, content type, size, time, framing), and how a client
+that leaves early or idles on a keep-alive connection is treated."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.functional.server_support import (
+    EMIT_REQUEST,
+    JSON,
+    ServerFactory,
+    eventually,
+    open_raw,
+    raw_exchange,
+    start_stack,
+    wait_for,
+)
+
+
+async def test_over_the_inflight_limit_is_503_overloaded(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """With one slot taken by a slow request, the next gets 503 overloaded with Retry-After."""
+    stack = await start_stack(
+        aiohttp_server, session, "rust-2.19.1", overrides={"limits.max_inflight": 1}
+    )
+    await stack.fault(delay_seconds=0.5)
+    slow = asyncio.create_task(stack.post("/api/events", EMIT_REQUEST))
+    await wait_for(lambda: stack.state.inflight == 1)
+    assert stack.recorder.inflight is not None
+    assert stack.recorder.inflight() == 1
+    response, answer = await stack.post("/api/events", EMIT_REQUEST)
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "1"
+    assert orjson.loads(answer)["code"] == "overloaded"
+    first, _ = await slow
+    assert first.status == 200
+    assert await stack.upstream_requests() == 1
+
+
+@pytest.mark.parametrize(
+    ("content_type", "accepted"),
+    [
+        ("application/json", True),
+        ("application/json; charset=utf-8", True),
+        ("application/cloudevents+json", True),
+        ("text/plain", False),
+        ("application/json; charset=latin-1", False),
+        ("application/x-www-form-urlencoded", False),
+    ],
+)
+async def test_json_content_type_is_required(
+    aiohttp_server: ServerFactory,
+    session: aiohttp.ClientSession,
+    content_type: str,
+    accepted: bool,
+) -> None:
+    """Like the Rust server: JSON media types (UTF-8) pass, anything else is 415."""
+    stack = await start_stack(aiohttp_server, session, "rust-2.19.1")
+    response, answer = await stack.post(
+        "/api/events", EMIT_REQUEST, headers={"Content-Type": content_type}
+    )
+    if accepted:
+        assert response.status == 200, answer
+    else:
+        assert response.status == 415
+        assert orjson.loads(answer)["code"] == "unsupported_media_type"
+        assert await stack.upstream_requests() == 0
+
+
+async def test_missing_content_type_is_415(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """A body without any Content-Type is refused, never sniffed."""
+    stack = await start_stack(aiohttp_server, session, "rust-2.19.1")
+    response = await raw_exchange(
+        stack,
+        b"POST /api/events HTTP/1.1\r\nHost: p\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(EMIT_REQUEST), EMIT_REQUEST),
+    )
+    assert response.startswith(b"HTTP/1.1 415 ")
+
+
+async def test_declared_oversize_body_is_413_before_it_is_sent(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """A Content-Length over the limit is answered 413 without waiting for a single body byte."""
+    stack = await start_stack(
+        aiohttp_server, session, "rust-2.19.1", overrides={"limits.max_body_bytes": 64}
+    )
+    response = await raw_exchange(
+        stack,
+        b"POST /api/events HTTP/1.1\r\nHost: p\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 65\r\n\r\n",
+    )
+    assert response.startswith(b"HTTP/1.1 413 ")
+    assert b"Connection: close" in response
+    assert b'"code":"body_too_large"' in response
+
+
+async def test_exactly_the_limit_is_accepted_and_chunked_growth_past_it_is_413(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """A body of exactly `max_body_bytes` passes; a chunked body growing past it is refused."""
+    limit = len(EMIT_REQUEST)
+    stack = await start_stack(
+        aiohttp_server, session, "rust-2.19.1", overrides={"limits.max_body_bytes": limit}
+    )
+    response, answer = await stack.post("/api/events", EMIT_REQUEST)
+    assert response.status == 200, answer
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield EMIT_REQUEST[:-1]
+        yield b" " * 10 + b"}"
+
+    async with session.post(stack.proxy + "/api/events", data=chunks(), headers=JSON) as resp:
+        assert resp.status == 413
+        assert orjson.loads(await resp.read())["code"] == "body_too_large"
+    assert await stack.upstream_requests() == 1
+
+    async def within_limit() -> AsyncIterator[bytes]:
+        yield EMIT_REQUEST[:10]
+        yield EMIT_REQUEST[10:]
+
+    async with session.post(stack.proxy + "/api/events", data=within_limit(), headers=JSON) as resp:
+        assert resp.status == 200
+    assert await stack.upstream_requests() == 2
+    assert len(await stack.stored()) == 2
+
+
+async def test_expect_100_continue_with_oversize_body_is_refused_before_sending(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """A client asking `Expect: 100-continue` for a too-large body gets 413, not 100."""
+    stack = await start_stack(
+        aiohttp_server, session, "rust-2.19.1", overrides={"limits.max_body_bytes": 64}
+    )
+    response = await raw_exchange(
+        stack,
+        b"POST /api/events HTTP/1.1\r\nHost: p\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n",
+    )
+    assert response.startswith(b"HTTP/1.1 413 ")
+    assert b"100 Continue" not in response
+
+
+async def test_client_gone_mid_body_forwards_nothing(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """A client that disconnects before its body is complete causes no upstream call."""
+    stack = await start_stack(aiohttp_server, session, "rust-2.19.1")
+    _, writer = await open_raw(stack)
+    writer.write(
+        b"POST /api/events HTTP/1.1\r\nHost: p\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"execution_id":'
+    )
+    await writer.drain()
+    await wait_for(lambda: stack.state.inflight == 1)  # the handler is reading the body
+    writer.close()
+    await wait_for(lambda: bool(stack.recorder.records))
+    assert stack.recorder.records[0].error_code == "client_aborted"
+    assert await stack.upstream_requests() == 0
+
+
+async def test_stalled_body_is_408(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """Headers sent, body stalls: the proxy answers 408 after the body timeout and closes."""
+    stack = await start_stack(
+        aiohttp_server, session, "rust-2.19.1", overrides={"limits.body_read_timeout_seconds": 0.3}
+    )
+    response = await raw_exchange(
+        stack,
+        b"POST /api/events HTTP/1.1\r\nHost: p\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 50\r\n\r\n{"execution_id"',
+    )
+    assert response.startswith(b"HTTP/1.1 408 ")
+    assert b'"code":"body_timeout"' in response
+    assert await stack.upstream_requests() == 0
+
+
+async def test_ambiguous_framing_is_400_and_never_forwarded(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """Content-Length together with chunked encoding (a smuggling vector) is refused."""
+    stack = await start_stack(aiohttp_server, session, "rust-2.19.1")
+    response = await raw_exchange(
+        stack,
+        b"POST /api/events HTTP/1.1\r\nHost: p\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    assert response.startswith((b"HTTP/1.0 400 ", b"HTTP/1.1 400 "))
+    assert await stack.upstream_requests() == 0
+
+
+async def test_client_leaving_after_the_body_does_not_cancel_forwarding(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """The event is still delivered and recorded after the client hung up waiting for it."""
+    stack = await start_stack(aiohttp_server, session, "rust-2.19.1")
+    await stack.fault(delay_seconds=2.0)  # the emulator stores the event, then waits
+    _, writer = await open_raw(stack)
+    writer.write(
+        b"POST /api/events HTTP/1.1\r\nHost: p\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(EMIT_REQUEST), EMIT_REQUEST)
+    )
+    await writer.drain()
+
+    async def upstream_has_it() -> bool:
+        return await stack.upstream_requests() == 1
+
+    await eventually(upstream_has_it)
+    assert not stack.recorder.records  # the upstream has not answered: the client leaves first
+    writer.close()
+    await wait_for(lambda: bool(stack.recorder.records))
+    assert [r.outcome for r in stack.recorder.records] == ["forwarded"]
+    assert len(await stack.stored()) == 1
+    assert stack.state.inflight == 0
+
+
+async def test_over_the_inflight_bytes_limit_is_503_overloaded(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """Bodies in flight count at their Content-Length (a chunked one at max_body_bytes until
+    read); a request that would pass `limits.max_inflight_bytes` gets 503 overloaded, and the
+    bytes are free again once the exchange is over."""
+    limit = 4096
+    stack = await start_stack(
+        aiohttp_server,
+        session,
+        overrides={"limits.max_body_bytes": limit, "limits.max_inflight_bytes": limit},
+    )
+    await stack.fault(delay_seconds=1.0)
+    slow = asyncio.create_task(stack.post("/api/events", EMIT_REQUEST))
+    await wait_for(lambda: stack.state.inflight == 1)
+    _, ready = await stack.readyz()
+    assert ready["inflight_bytes"] == len(EMIT_REQUEST)
+
+    largest = EMIT_REQUEST[:-1] + b" " * (limit - len(EMIT_REQUEST)) + b"}"
+    assert len(largest) == limit
+    response, answer = await stack.post("/api/events", largest)
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "1"
+    assert orjson.loads(answer)["code"] == "overloaded"
+
+    async def chunked() -> AsyncIterator[bytes]:
+        yield EMIT_REQUEST
+
+    async with session.post(stack.proxy + "/api/events", data=chunked(), headers=JSON) as resp:
+        assert resp.status == 503
+        assert orjson.loads(await resp.read())["code"] == "overloaded"
+    assert [r.error_code for r in stack.recorder.records] == ["overloaded", "overloaded"]
+
+    first, _ = await slow
+    assert first.status == 200
+    assert stack.state.inflight_bytes == 0
+    await stack.fault()  # no more delay
+    response, answer = await stack.post("/api/events", largest)
+    assert response.status == 200, answer
+    assert len(await stack.stored()) == 2
+
+
+async def test_chunked_body_counts_at_its_size_once_read(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """A chunked body reserves max_body_bytes while it arrives and only its size afterwards."""
+    stack = await start_stack(aiohttp_server, session)
+    await stack.fault(delay_seconds=1.0)
+
+    async def chunked() -> AsyncIterator[bytes]:
+        yield EMIT_REQUEST[:10]
+        yield EMIT_REQUEST[10:]
+
+    async def post_chunked() -> int:
+        async with session.post(stack.proxy + "/api/events", data=chunked(), headers=JSON) as r:
+            return r.status
+
+    slow = asyncio.create_task(post_chunked())
+
+    async def upstream_has_it() -> bool:
+        return await stack.upstream_requests() == 1
+
+    await eventually(upstream_has_it)
+    _, ready = await stack.readyz()
+    assert (ready["inflight"], ready["inflight_bytes"]) == (1, len(EMIT_REQUEST))
+    assert await slow == 200
+    _, ready = await stack.readyz()
+    assert (ready["inflight"], ready["inflight_bytes"]) == (0, 0)
+
+
+async def test_idle_keep_alive_connection_is_closed_after_the_timeout(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """A keep-alive connection left idle is closed after `limits.keepalive_timeout_seconds`
+    (not aiohttp's 75 s), while the answer itself kept the connection open."""
+    stack = await start_stack(
+        aiohttp_server, session, overrides={"limits.keepalive_timeout_seconds": 0.5}
+    )
+    reader, writer = await open_raw(stack)
+    try:
+        writer.write(b"GET /api/health HTTP/1.1\r\nHost: p\r\n\r\n")
+        await writer.drain()
+        head = (await reader.readuntil(b"\r\n\r\n")).lower()
+        assert head.startswith(b"http/1.1 200 ")
+        assert b"connection: close" not in head
+        length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        loop = asyncio.get_running_loop()
+        idle_since = loop.time()
+        async with asyncio.timeout(10):
+            assert await reader.read() == b""  # closed by the proxy
+        assert loop.time() - idle_since >= 0.3
+    finally:
+        writer.close()
