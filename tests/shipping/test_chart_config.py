@@ -36,6 +36,10 @@ RESTART_ONLY_VALUES: dict[str, dict[str, Any]] = {
     "admin_listen": {"ports": {"admin": 9091}},
     "workers": {"config": {"file": {"workers": 2}}},
     "upstream.pool_size": {"config": {"file": {"upstream": {"pool_size": 50}}}},
+    "limits.keepalive_timeout_seconds": {
+        "config": {"file": {"limits": {"keepalive_timeout_seconds": 5}}}
+    },
+    "envelope.machine_id": {"config": {"file": {"envelope": {"machine_id": 7}}}},
     "clients": {"config": {"file": {"clients": {"max_clients": 100}}}},
     "tracing": {"tracing": {"serviceName": "noetl-proxy"}},
     "shadow": {"shadow": True},
@@ -46,6 +50,8 @@ RELOADABLE_VALUES: dict[str, dict[str, Any]] = {
     "upstream.url": {"upstream": {"url": "http://noetl-v2:8082"}},
     "upstream.timeout_seconds": {"config": {"file": {"upstream": {"timeout_seconds": 10}}}},
     "limits": {"config": {"file": {"limits": {"max_inflight": 64}}}},
+    "limits.max_inflight_bytes": {"config": {"file": {"limits": {"max_inflight_bytes": 1 << 27}}}},
+    "envelope.mint": {"config": {"file": {"envelope": {"mint": "never"}}}},
     "rules": {"rules": {"existingConfigMap": "noetl-envelope-rules"}},
 }
 
@@ -144,7 +150,12 @@ def test_user_pod_annotations_are_kept_next_to_checksums() -> None:
                 "file": {
                     "workers": 2,
                     "upstream": {"timeout_seconds": 20, "pool_size": 10},
-                    "limits": {"max_body_bytes": 1048576, "max_inflight": 64},
+                    "limits": {
+                        "max_body_bytes": 1048576,
+                        "max_inflight": 64,
+                        "max_inflight_bytes": 8388608,
+                        "keepalive_timeout_seconds": 5,
+                    },
                     "envelope": {"mint": "never", "machine_id": 7},
                     "lifecycle": {"drain_seconds": 3, "shutdown_timeout_seconds": 10},
                     "clients": {"sources": ["peer"], "sunset_window_seconds": 3600},
@@ -179,3 +190,36 @@ def test_inline_rules_carry_the_rule_files_byte_for_byte(tmp_path: Path) -> None
         (mounted / name).write_text(text, encoding="utf-8")
     assert data == files
     assert load_rules(mounted).digest == load_rules(REPO / "rules").digest
+
+
+@pytest.mark.parametrize("values", [{}, STANDALONE], ids=["sidecar", "standalone"])
+def test_machine_id_is_auto_by_default_so_each_pod_mints_its_own(
+    values: dict[str, Any], tmp_path: Path
+) -> None:
+    """The rendered config asks for `machine_id: auto` unless the values set an id, and the
+    proxy accepts both."""
+    config = config_yaml(render(values))
+    assert config["envelope"]["machine_id"] == "auto"
+    assert load_settings_from(config, tmp_path).envelope.machine_id == "auto"
+    pinned = merge_values(values, {"config": {"file": {"envelope": {"machine_id": 12}}}})
+    config = config_yaml(render(pinned))
+    assert config["envelope"] == {"machine_id": 12}
+    assert load_settings_from(config, tmp_path).envelope.machine_id == 12
+
+
+def mebibytes(quantity: str) -> float:
+    """A Kubernetes memory quantity in MiB (the binary suffixes the chart uses)."""
+    for suffix, factor in (("Gi", 1024.0), ("Mi", 1.0), ("Ki", 1 / 1024)):
+        if quantity.endswith(suffix):
+            return float(quantity.removesuffix(suffix)) * factor
+    raise AssertionError(f"unexpected memory quantity {quantity!r}")
+
+
+def test_default_memory_limit_holds_the_inflight_bytes_twice_over() -> None:
+    """The default memory limit leaves room for max_inflight_bytes of bodies plus their
+    converted copies (twice the bound) and the process's own ~100 MiB."""
+    values = load_yaml(REPO / "helm" / "envelope-proxy" / "values.yaml")
+    inflight = proxy.config.LimitSettings().max_inflight_bytes / (1 << 20)
+    limit = mebibytes(values["resources"]["limits"]["memory"])
+    assert limit >= 2 * inflight + 100
+    assert mebibytes(values["resources"]["requests"]["memory"]) < limit

@@ -12,7 +12,7 @@ Exported (argument: dict "root" $ "values" <envelope-proxy values>, see _helpers
   envelope-proxy.podAnnotations  annotations for the pod template (the host pod's too):
                                  checksum/envelope-proxy-restart always: a change to a setting
                                  the live reload cannot apply (shadow, tracing, clients, ports,
-                                 workers, pool size) rolls the pods;
+                                 workers, pool size, keep-alive timeout, machine id) rolls the pods;
                                  checksum/envelope-proxy-config only with config.rollOnChange:
                                  any change rolls the pods. Without it, upstream.version and
                                  rules changes reach running pods through the in-process reload.
@@ -75,6 +75,8 @@ data:
 {{- $cfg := include "envelope-proxy.configYaml" . | fromYaml -}}
 {{- $startOnly := pick $cfg "listen" "admin_listen" "workers" "clients" "tracing" "shadow" -}}
 {{- $_ := set $startOnly "upstream.pool_size" (get ($cfg.upstream | default dict) "pool_size") -}}
+{{- $_ = set $startOnly "limits.keepalive_timeout_seconds" (get ($cfg.limits | default dict) "keepalive_timeout_seconds") -}}
+{{- $_ = set $startOnly "envelope.machine_id" (get ($cfg.envelope | default dict) "machine_id") -}}
 {{- toYaml $startOnly | sha256sum -}}
 {{- end -}}
 
