@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from proxy.config import (
     restart_needed,
     split_host_port,
 )
+from tests.samples import REPO_ROOT
 
 
 def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
@@ -335,3 +337,12 @@ def test_inflight_bytes_must_hold_one_largest_body() -> None:
         None, {"limits.max_body_bytes": 2048, "limits.max_inflight_bytes": 2048}, environ={}
     )
     assert fits.limits.max_inflight_bytes == 2048
+
+
+def test_readme_configuration_reference_is_the_defaults(tmp_path: Path) -> None:
+    """The YAML block of the README's configuration reference loads, and is every default."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Configuration reference", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, flags=re.DOTALL)
+    assert block is not None
+    assert load_settings(write(tmp_path, block.group(1)), environ={}) == Settings()
