@@ -30,7 +30,7 @@ async def test_over_the_inflight_limit_is_503_overloaded(
     stack = await start_stack(
         aiohttp_server, session, "rust-2.19.1", overrides={"limits.max_inflight": 1}
     )
-    await stack.fault(delay_seconds=0.5)
+    await stack.fault(delay_seconds=1.5)  # wide: the next request must find the slot taken
     slow = asyncio.create_task(stack.post("/api/events", EMIT_REQUEST))
     await wait_for(lambda: stack.state.inflight == 1)
     assert stack.recorder.inflight is not None

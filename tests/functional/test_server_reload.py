@@ -192,7 +192,7 @@ async def test_request_in_flight_finishes_under_its_snapshot(
     config = tmp_path / "config.yaml"
     config.write_text(config_text(upstream), encoding="utf-8")
     stack = await reloading_stack(aiohttp_server, session, config, upstream)
-    await stack.fault(delay_seconds=1.0)
+    await stack.fault(delay_seconds=2.0)  # outlasts the reload on a loaded machine
 
     slow = asyncio.create_task(stack.post("/api/events", WORKER_EVENT))
     await wait_for(lambda: stack.state.inflight == 1)
