@@ -46,7 +46,7 @@ class EventRecord:
     stored_event_ids: tuple[str, ...]  # ids the upstream reported (decimal strings)
     batch_size: int | None
     upstream_seconds: float | None
-    body: bytes  # the body as received; for the shadow check only, never recorded
+    body: bytes  # the body as received when `shadow` is on (for its check), else b""
 
 
 class Extension(Protocol):
