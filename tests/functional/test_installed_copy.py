@@ -48,8 +48,10 @@ def test_wheel_finds_its_packaged_rules(tmp_path: Path) -> None:
         capture_output=True,
     )
     code = (
+        "import proxy\n"
         "from proxy.envelope import load_rules, default_rules_dir\n"
         "rules = load_rules()\n"
+        "print(proxy.__file__)\n"
         "print(default_rules_dir())\n"
         "print(rules.target_for_version('3.83.1'))\n"
     )
@@ -63,7 +65,8 @@ def test_wheel_finds_its_packaged_rules(tmp_path: Path) -> None:
         timeout=60,
         check=True,
     )
-    rules_dir, target = result.stdout.splitlines()
+    package_file, rules_dir, target = result.stdout.splitlines()
+    assert Path(package_file).is_relative_to(site), "the code must come from the wheel"
     assert Path(rules_dir) == site / "proxy" / "_rules"
     assert target == "executor_event"
     assert sorted(p.name for p in Path(rules_dir).glob("*.yaml")) == sorted(
