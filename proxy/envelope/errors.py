@@ -1,12 +1,13 @@
 """The engine's one exception hierarchy: every refusal has a stable code and an HTTP status.
 
-The server maps an `EnvelopeError` to `application/problem+json` through `to_problem()`;
-the CLI prints `code: message`. Codes are part of the public contract (metrics, logs, docs).
+The server turns an `EnvelopeError` into `application/problem+json` (code, title, status,
+message, field, index); the CLI prints `code: message`. Codes are part of the public
+contract (metrics, logs, docs).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 
 class EnvelopeError(Exception):
@@ -24,21 +25,6 @@ class EnvelopeError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
-
-    def to_problem(self) -> dict[str, Any]:
-        """RFC 9457 problem details, with the stable code and location as extensions."""
-        problem: dict[str, Any] = {
-            "type": f"urn:envelope-proxy:error:{self.code}",
-            "title": self.title,
-            "status": self.http_status,
-            "detail": self.message,
-            "code": self.code,
-        }
-        if self.field is not None:
-            problem["field"] = self.field
-        if self.index is not None:
-            problem["index"] = self.index
-        return problem
 
 
 class InvalidJson(EnvelopeError):
