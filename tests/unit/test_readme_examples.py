@@ -53,3 +53,20 @@ def test_readme_fifth_shape_converts_its_example_body(tmp_path: Path) -> None:
     conversion = engine.convert_event(body.group(1).encode(), "executor_event")
     assert conversion.shape == "gateway_v0"
     engine.validate_target("executor_event", conversion.body)
+
+
+def test_readme_error_table_lists_every_engine_code_with_its_status() -> None:
+    """The README's error-code table names exactly the engine's codes, with their statuses."""
+    from proxy.envelope import ERROR_CODES, errors
+
+    table = README.split("### Error codes", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \|", table, flags=re.MULTILINE))
+    assert set(rows) == set(ERROR_CODES)
+    by_code = {
+        cls.code: cls.http_status
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, errors.EnvelopeError)
+    }
+    assert {code: int(status) for code, status in rows.items()} == {
+        code: by_code[code] for code in ERROR_CODES
+    }
