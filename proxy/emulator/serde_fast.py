@@ -128,9 +128,18 @@ def _struct_values(obj: Any, struct: Struct) -> dict[str, Any]:
     return values
 
 
-def _depth_bound(body: bytes) -> int:
-    """An upper bound of the nesting depth: every container opens with `{` or `[`."""
-    return body.count(b"{") + body.count(b"[")
+def _nesting_within(tree: Any, body: bytes, limit: int) -> bool:
+    """`_within_depth` for the tree parsed from `body`, mostly at C speed: few brackets
+    settle it, else orjson's indented rendering, which indents every element by two spaces
+    per enclosing container: with no line indented `2 * (limit - 1)`, no container sits
+    deeper than `limit - 1`."""
+    if body.count(b"{") + body.count(b"[") <= limit:
+        return True
+    try:
+        indented = orjson.dumps(tree, option=orjson.OPT_INDENT_2)
+    except orjson.JSONEncodeError:
+        return _within_depth(tree, limit)
+    return b"\n" + b" " * (2 * (limit - 1)) not in indented or _within_depth(tree, limit)
 
 
 def fast_deserialize(body: bytes, struct: Struct) -> dict[str, Any] | None:
@@ -149,7 +158,7 @@ def fast_deserialize(body: bytes, struct: Struct) -> dict[str, Any] | None:
             )
         if not isinstance(tree, dict):
             return None
-        if _depth_bound(body) > _MAX_DEPTH and not _within_depth(tree, _MAX_DEPTH):
+        if not _nesting_within(tree, body, _MAX_DEPTH):
             return None
         return _struct_values(tree, struct)
     except (_Unusual, ValueError, RecursionError, TypeError):
