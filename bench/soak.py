@@ -123,9 +123,11 @@ class Upstream:
 
     async def stop(self) -> None:
         if self.runner is not None:
-            self.faults.update(self.runner.app[EMULATOR_KEY].faults.counters)
             runner, self.runner = self.runner, None
+            app = runner.app
             await runner.cleanup()
+            # Counted after the shutdown: requests still in flight get their faults too.
+            self.faults.update(app[EMULATOR_KEY].faults.counters)
 
 
 def fault_config(cfg: SoakConfig, phase: int) -> FaultConfig:
