@@ -1,9 +1,8 @@
 """The `envelope-proxy` command line: one subcommand per feature module.
 
 Each module listed in `_COMMAND_MODULES` exposes `register(subparsers)`, which adds its
-subcommands and sets `func` on them; `func(args)` returns the exit code. Modules are
-imported only when the command line is built, so a broken optional feature cannot hide
-the others' help.
+subcommands and sets `func` on them; `func(args)` returns the exit code. Feature modules
+own their commands, so adding one touches only this list.
 """
 
 from __future__ import annotations
@@ -29,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not name.startswith(exc.name):
-                raise
-            continue  # feature not built into this copy
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
 
 
