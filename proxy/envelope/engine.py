@@ -16,8 +16,8 @@ from proxy.envelope.convert import Conversion, convert_batch, convert_event, mak
 from proxy.envelope.detect import Detection, detect, explain
 from proxy.envelope.errors import UnknownShape
 from proxy.envelope.ids import SnowflakeMinter
-from proxy.envelope.jsonbody import split_object
-from proxy.envelope.rules import Rules
+from proxy.envelope.jsonbody import RawObject, split_object
+from proxy.envelope.rules import Rules, Shape
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +72,7 @@ class Engine:
 
     def convert_event(self, body: bytes, target: str) -> Conversion:
         """Convert the body of a `POST /api/events` request to `target`."""
-        members = split_object(body, self.options.max_depth)
-        shape = detect(members, self.rules)
+        members, shape = self._detected(body)
         if shape.kind != "event":
             raise UnknownShape(
                 f"this is a {shape.name} body; send it to /api/events/batch, not /api/events"
@@ -82,8 +81,7 @@ class Engine:
 
     def convert_batch(self, body: bytes, target: str) -> Conversion:
         """Convert the body of a `POST /api/events/batch` request to `target`."""
-        members = split_object(body, self.options.max_depth)
-        shape = detect(members, self.rules)
+        members, shape = self._detected(body)
         if shape.kind != "batch":
             raise UnknownShape(
                 f"this is a single {shape.name} event; send it to /api/events, or wrap it"
@@ -93,10 +91,13 @@ class Engine:
 
     def convert(self, body: bytes, target: str) -> Conversion:
         """Convert a body of any shape, event or batch (what the CLI does)."""
-        members = split_object(body, self.options.max_depth)
-        shape = detect(members, self.rules)
+        members, shape = self._detected(body)
         convert = convert_batch if shape.kind == "batch" else convert_event
         return convert(members, shape, self.rules.targets[target], self._context)
+
+    def _detected(self, body: bytes) -> tuple[RawObject, Shape]:
+        members = split_object(body, self.options.max_depth)
+        return members, detect(members, self.rules)
 
     def validate_target(self, target: str, body: bytes, *, batch: bool = False) -> None:
         """Strictly check a body meant for `target`; raises the engine's errors."""

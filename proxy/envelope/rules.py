@@ -64,11 +64,10 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class FieldPlan:
-    """How one canonical field is found: top-level keys first, then nested sources."""
+    """Where a field no top-level key gave comes from: member, split and default sources."""
 
     field: str
-    keys: tuple[str, ...]  # top-level keys; two of them present is a conflict
-    nested: tuple[Source, ...]  # member, split and default sources, in order
+    nested: tuple[Source, ...]  # in order; the first that yields a value wins
 
 
 _FIRST_BYTES = {
@@ -317,9 +316,7 @@ class _Checker:
                 if source.is_top_level
             },
             nested_plan=tuple(
-                FieldPlan(
-                    field=field, keys=(), nested=tuple(s for s in sources if not s.is_top_level)
-                )
+                FieldPlan(field=field, nested=tuple(s for s in sources if not s.is_top_level))
                 for field, sources in fields.items()
                 if any(not s.is_top_level for s in sources)
             ),

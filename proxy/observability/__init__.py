@@ -10,22 +10,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from proxy.envelope import Engine
 from proxy.observability.extension import ObservabilityExtension
-from proxy.observability.shadow import ShadowEngine
 
 if TYPE_CHECKING:
     from proxy.config import Settings
 
 __all__ = [
     "ObservabilityExtension",
-    "ShadowEngine",
     "build_extension",
 ]
 
 
 def build_extension(
     settings: Settings,
-    engine_provider: Callable[[], ShadowEngine] | None = None,
+    engine_provider: Callable[[], Engine] | None = None,
 ) -> ObservabilityExtension:
     """The extension for these settings.
 

@@ -21,10 +21,11 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from opentelemetry.sdk.trace import TracerProvider
 
+from proxy.envelope import Engine
 from proxy.observability.identity import ClientIdentifier
 from proxy.observability.ledger import UNKNOWN_SHAPE, SunsetLedger
 from proxy.observability.metrics import ProxyMetrics
-from proxy.observability.shadow import ShadowChecker, ShadowEngine
+from proxy.observability.shadow import ShadowChecker
 from proxy.observability.store import LedgerFlusher, LedgerStore
 from proxy.observability.tracing import (
     annotate_current_span,
@@ -47,7 +48,7 @@ class ObservabilityExtension:
     def __init__(
         self,
         settings: Settings,
-        engine_provider: Callable[[], ShadowEngine] | None = None,
+        engine_provider: Callable[[], Engine] | None = None,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Protocol
 
+from proxy.envelope import Engine
 from proxy.envelope.errors import EnvelopeError
 from proxy.server.hooks import EventRecord
 
@@ -22,25 +22,10 @@ OTHER_TARGET = {"executor_event": "event_request", "event_request": "executor_ev
 INTERNAL_ERROR = "internal_error"
 
 
-class _Converted(Protocol):
-    @property
-    def body(self) -> bytes: ...
-
-
-class ShadowEngine(Protocol):
-    """The part of `proxy.envelope.Engine` the shadow check uses."""
-
-    def convert_event(self, body: bytes, target: str) -> _Converted: ...
-
-    def convert_batch(self, body: bytes, target: str) -> _Converted: ...
-
-    def validate_target(self, target: str, body: bytes, *, batch: bool = False) -> object: ...
-
-
 class ShadowChecker:
     """Converts a request body to the other target with the current engine and validates it."""
 
-    def __init__(self, engine_provider: Callable[[], ShadowEngine]) -> None:
+    def __init__(self, engine_provider: Callable[[], Engine]) -> None:
         self._engine_provider = engine_provider
         self._internal_logged = False
 
