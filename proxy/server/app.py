@@ -22,6 +22,7 @@ from aiohttp import hdrs, web
 from proxy.config import Settings
 from proxy.envelope.ids import SnowflakeMinter
 from proxy.server import events, passthrough
+from proxy.server.headers import SKIP_AUTO_HEADERS
 from proxy.server.hooks import Extension
 from proxy.server.keys import SESSION, STATE, TASKS
 from proxy.server.reload import ConfigReloader
@@ -106,6 +107,8 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
         connector=aiohttp.TCPConnector(limit=pool, limit_per_host=pool),
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
+        # On the session rather than per call: aiohttp rebuilds a per-call set every time.
+        skip_auto_headers=SKIP_AUTO_HEADERS,
         trace_configs=trace_configs or None,
         timeout=state.snapshot.event_timeouts,
     )

@@ -60,17 +60,25 @@ class _BodyTooLarge(Exception):
     pass
 
 
-async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
-    """The whole body, refused once past `limit`; copied once at most."""
+async def _read_body(request: web.BaseRequest, limit: int, seconds: float) -> bytes:
+    """The whole body, refused once past `limit` bytes or `seconds`; copied once at most."""
+    content = request.content
+    if content.is_eof():
+        # It arrived whole with the headers (the usual small event): no timer, no wait.
+        body = content.read_nowait()
+        if len(body) > limit:
+            raise _BodyTooLarge
+        return body
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.readany():
-        size += len(chunk)
-        if size > limit:
-            raise _BodyTooLarge
-        chunks.append(chunk)
-    # `join` hands back a lone chunk as it is: a body that arrived in one piece, the
-    # common case, is not copied at all.
+    async with asyncio.timeout(seconds):
+        while chunk := await content.readany():
+            size += len(chunk)
+            if size > limit:
+                raise _BodyTooLarge
+            chunks.append(chunk)
+    # `join` hands back a lone chunk as it is: a body that arrived in one piece is not
+    # copied at all.
     return b"".join(chunks)
 
 
@@ -263,8 +271,9 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
     forwarding = False
     try:
         try:
-            async with asyncio.timeout(limits.body_read_timeout_seconds):
-                body = await _read_body(request, limits.max_body_bytes)
+            body = await _read_body(
+                request, limits.max_body_bytes, limits.body_read_timeout_seconds
+            )
         except _BodyTooLarge:
             return refuse(
                 problems.BODY_TOO_LARGE,

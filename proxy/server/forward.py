@@ -18,7 +18,6 @@ import aiohttp
 from aiohttp import hdrs
 from yarl import URL
 
-from proxy.server.headers import SKIP_AUTO_HEADERS
 from proxy.server.problems import (
     BAD_UPSTREAM_RESPONSE,
     UPSTREAM_DISCONNECTED,
@@ -139,7 +138,6 @@ async def post_event(
                 headers=headers,
                 timeout=timeouts,
                 allow_redirects=False,
-                skip_auto_headers=SKIP_AUTO_HEADERS,
             ) as response:
                 answer_body = await _read_bounded(response)
                 return Answer(

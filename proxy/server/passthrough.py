@@ -19,7 +19,6 @@ from aiohttp import hdrs, web
 from proxy.server import problems
 from proxy.server.forward import UpstreamError, classify, never_sent
 from proxy.server.headers import (
-    SKIP_AUTO_HEADERS,
     client_response_headers,
     upstream_request_headers,
 )
@@ -44,7 +43,6 @@ async def _open(request: web.Request) -> aiohttp.ClientResponse:
                 data=request.content if has_body else None,
                 timeout=snapshot.stream_timeouts,
                 allow_redirects=False,
-                skip_auto_headers=SKIP_AUTO_HEADERS,
             )
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             # A streamed body cannot be replayed once read; only a bodiless request can.
