@@ -224,6 +224,17 @@ async def _forward(
     return problems.proxy_problem(err.problem, err.detail, headers=exchange.headers())
 
 
+def _too_many(max_inflight: int) -> str:
+    return f"more than {max_inflight} requests in flight; retry shortly"
+
+
+def _too_many_bytes(max_inflight_bytes: int) -> str:
+    return (
+        f"the bodies of the requests in flight would exceed {max_inflight_bytes} bytes; "
+        "retry shortly"
+    )
+
+
 async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
     state = request.app[STATE]
     snapshot = state.snapshot
@@ -241,7 +252,7 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
         return response
 
     if state.inflight >= limits.max_inflight:
-        return shed(f"more than {limits.max_inflight} requests in flight; retry shortly")
+        return shed(_too_many(limits.max_inflight))
     if not is_json_content_type(request):
         got = request.headers.get(hdrs.CONTENT_TYPE, "none")
         return refuse(
@@ -261,10 +272,7 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
     # A chunked body may grow up to the size limit, so it counts at that until it is read.
     reserved = limits.max_body_bytes if declared is None else declared
     if state.inflight_bytes + reserved > limits.max_inflight_bytes:
-        return shed(
-            f"the bodies of the requests in flight would exceed {limits.max_inflight_bytes} "
-            "bytes; retry shortly"
-        )
+        return shed(_too_many_bytes(limits.max_inflight_bytes))
 
     state.inflight += 1
     state.inflight_bytes += reserved
@@ -338,8 +346,11 @@ def _finished(
 
 
 async def _expect(request: web.Request) -> web.StreamResponse | None:
-    """`Expect: 100-continue`: refuse a declared oversized body before the client sends it."""
-    limits = request.app[STATE].snapshot.settings.limits
+    """`Expect: 100-continue`: refuse a body before the client sends it, when its declared
+    size is over the limit or the proxy is at its in-flight limits (the handler checks the
+    same again once the body is read)."""
+    state = request.app[STATE]
+    limits = state.snapshot.settings.limits
     declared = request.content_length
     if declared is not None and declared > limits.max_body_bytes:
         return problems.proxy_problem(
@@ -347,6 +358,16 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
             f"body of {declared} bytes is over the {limits.max_body_bytes}-byte limit",
             close=True,
         )
+    reserved = limits.max_body_bytes if declared is None else declared
+    overloaded = None
+    if state.inflight >= limits.max_inflight:
+        overloaded = _too_many(limits.max_inflight)
+    elif state.inflight_bytes + reserved > limits.max_inflight_bytes:
+        overloaded = _too_many_bytes(limits.max_inflight_bytes)
+    if overloaded is not None:
+        response = problems.overloaded(overloaded)
+        response.force_close()  # the client may send its body anyway: do not read it
+        return response
     if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
         raise web.HTTPExpectationFailed(text=f"Unknown Expect: {request.headers[hdrs.EXPECT]}")
     if request.version >= (1, 1):

@@ -266,6 +266,41 @@ async def test_over_the_inflight_bytes_limit_is_503_overloaded(
     assert len(await stack.stored()) == 2
 
 
+async def test_expect_100_continue_over_the_inflight_bytes_budget_is_503_before_sending(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """With the in-flight byte budget taken, `Expect: 100-continue` gets 503 overloaded and no
+    `100 Continue`: the client keeps its body; once the budget is free it gets 100."""
+    limit = 4096
+    stack = await start_stack(
+        aiohttp_server,
+        session,
+        overrides={"limits.max_body_bytes": limit, "limits.max_inflight_bytes": limit},
+    )
+    expect_full_body = (
+        b"POST /api/events HTTP/1.1\r\nHost: p\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % limit
+    )
+    await stack.fault(delay_seconds=1.0)
+    slow = asyncio.create_task(stack.post("/api/events", EMIT_REQUEST))
+    await wait_for(lambda: stack.state.inflight == 1)
+    response = await raw_exchange(stack, expect_full_body)
+    assert response.startswith(b"HTTP/1.1 503 ")
+    assert b"100 Continue" not in response
+    assert b'"code":"overloaded"' in response
+    assert b"Retry-After: 1" in response
+
+    first, _ = await slow
+    assert first.status == 200
+    reader, writer = await open_raw(stack)
+    writer.write(expect_full_body)
+    await writer.drain()
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim.startswith(b"HTTP/1.1 100 Continue")
+    writer.close()
+    assert await stack.upstream_requests() == 1
+
+
 async def test_chunked_body_counts_at_its_size_once_read(
     aiohttp_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
