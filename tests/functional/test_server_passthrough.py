@@ -112,6 +112,22 @@ async def test_hop_by_hop_and_connection_named_headers_stop_at_the_proxy(stack: 
     assert header_values(seen, "Connection") in ([], ["keep-alive"])
 
 
+async def test_the_proxy_adds_no_client_headers_of_its_own(stack: Stack) -> None:
+    """A client that sends no User-Agent, Accept or Accept-Encoding: the upstream sees none
+    either (aiohttp's client would add its own defaults)."""
+    status, seen = await echo(
+        stack,
+        "GET",
+        "/_emulator/echo",
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+    )
+    assert status == 200
+    names = {str(name).lower() for name, _ in seen["headers"]}  # type: ignore[attr-defined]
+    assert not names & {"user-agent", "accept", "accept-encoding", "content-type"}
+    status, seen = await echo(stack, "GET", "/_emulator/echo", headers={"User-Agent": "cli/1"})
+    assert header_values(seen, "User-Agent") == ["cli/1"]
+
+
 async def test_forwarded_headers_are_set_and_host_is_the_upstreams(stack: Stack) -> None:
     """X-Forwarded-For is appended to, -Proto and -Host describe the client's request."""
     proxy_host = stack.proxy.removeprefix("http://")
