@@ -353,3 +353,61 @@ async def test_idle_keep_alive_connection_is_closed_after_the_timeout(
         assert loop.time() - idle_since >= 0.3
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        pytest.param(b"Content-Length: 4\r\nContent-Length: 5\r\n", id="two-lengths"),
+        pytest.param(b"Content-Length: 4, 5\r\n", id="list-of-lengths"),
+        pytest.param(b"Content-Length: +4\r\n", id="signed-length"),
+    ],
+)
+async def test_ambiguous_content_length_is_400_and_never_forwarded(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, framing: bytes
+) -> None:
+    """A body length a front proxy and the upstream could read differently is refused."""
+    stack = await start_stack(aiohttp_server, session, "rust-2.19.1")
+    response = await raw_exchange(
+        stack,
+        b"POST /api/events HTTP/1.1\r\nHost: p\r\nContent-Type: application/json\r\n"
+        + framing
+        + b"\r\n{}\r\n\r\n",
+    )
+    assert response.startswith((b"HTTP/1.0 400 ", b"HTTP/1.1 400 "))
+    assert await stack.upstream_requests() == 0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param(b"X-Big: " + b"a" * 8200 + b"\r\n", id="header-over-8190-bytes"),
+        pytest.param(b"".join(b"X-H%d: v\r\n" % i for i in range(130)), id="over-128-headers"),
+        pytest.param(b"", id="request-line-over-8190-bytes"),
+    ],
+)
+async def test_oversized_request_head_is_400_and_never_forwarded(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, headers: bytes
+) -> None:
+    """Header lines over 8190 bytes or more than 128 headers are refused by the HTTP layer."""
+    stack = await start_stack(aiohttp_server, session, "rust-2.19.1")
+    path = b"/api/events" if headers else b"/api/events?q=" + b"a" * 8200
+    response = await raw_exchange(
+        stack,
+        b"POST " + path + b" HTTP/1.1\r\nHost: p\r\nContent-Type: application/json\r\n"
+        + headers
+        + b"Content-Length: %d\r\n\r\n%s" % (len(EMIT_REQUEST), EMIT_REQUEST),
+    )
+    assert response.startswith((b"HTTP/1.0 400 ", b"HTTP/1.1 400 ")), response[:200]
+    assert await stack.upstream_requests() == 0
+
+
+async def test_request_head_just_within_the_limits_is_forwarded(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """The same limits are not refusing what they should allow: 8000-byte headers, 100 of them."""
+    stack = await start_stack(aiohttp_server, session, "rust-2.19.1")
+    headers = {**JSON, "X-Big": "a" * 8000, **{f"X-H{i}": "v" for i in range(100)}}
+    response, answer = await stack.post("/api/events", EMIT_REQUEST, headers)
+    assert response.status == 200, answer
+    assert len(await stack.stored()) == 1
