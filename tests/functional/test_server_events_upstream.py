@@ -20,6 +20,7 @@ from tests.functional.server_support import (
     settings_for,
     start_proxy,
     start_stack,
+    wait_for,
 )
 
 
@@ -139,3 +140,59 @@ async def test_value_error_while_calling_the_upstream_is_502_never_500(
         assert passthrough.status == 502
         assert orjson.loads(await passthrough.read())["code"] == "upstream_request_failed"
     assert await stack.upstream_requests() == 0
+
+
+async def _early_413_upstream(heads: list[bytes], closed: list[bool]) -> asyncio.Server:
+    """An upstream that answers 413 after the request head, before reading any body byte.
+
+    Like a real server, it then stops writing and discards what still arrives (a lingering
+    close), so the answer is not lost to a reset. `closed` gets an entry once the proxy
+    has closed its side of the connection.
+    """
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        body = b'{"detail":"payload too large"}'
+        writer.write(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
+        writer.write_eof()
+        while await reader.read(1 << 16):
+            pass
+        closed.append(True)
+        writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0)
+
+
+async def test_upstream_answering_before_reading_the_body_is_relayed(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """An early 413 from the upstream reaches the client, for an event and a pass-through
+    body alike, while the proxy is still writing several megabytes; nothing hangs."""
+    heads: list[bytes] = []
+    closed: list[bool] = []
+    upstream = await _early_413_upstream(heads, closed)
+    port = upstream.sockets[0].getsockname()[1]
+    big = b"x" * (8 << 20)
+    event = EMIT_REQUEST[:-1] + b',"context":{"blob":"' + big + b'"}}'
+    try:
+        settings = settings_for(
+            f"http://127.0.0.1:{port}",
+            {"upstream.version": "v1", "limits.max_body_bytes": 16 << 20},
+        )
+        proxy, _, _, recorder = await start_proxy(aiohttp_server, settings)
+        async with asyncio.timeout(20):
+            for path, body in (("/api/events", event), ("/api/other", big)):
+                async with session.post(proxy + path, data=body, headers=JSON) as response:
+                    assert response.status == 413, path
+                    assert await response.read() == b'{"detail":"payload too large"}'
+        assert [head.split(b" ", 2)[1] for head in heads] == [b"/api/events", b"/api/other"]
+        assert recorder.records[0].outcome == "upstream_rejected"
+        assert recorder.records[0].upstream_status == 413
+        await wait_for(lambda: len(closed) == 2)  # no upstream connection is left behind
+    finally:
+        upstream.close()
+        await upstream.wait_closed()
