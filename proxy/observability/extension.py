@@ -149,7 +149,9 @@ class ObservabilityExtension:
             annotate_current_span(record, identity)
 
     async def _serve_metrics(self, request: web.Request) -> web.Response:
-        body, content_type = self.metrics.render()
+        # In a thread: the process collector reads /proc, and a registry near the
+        # client cap takes milliseconds to render; the loop keeps relaying events.
+        body, content_type = await asyncio.to_thread(self.metrics.render)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _serve_clients(self, request: web.Request) -> web.Response:

@@ -28,6 +28,9 @@ log = logging.getLogger("envelope_proxy.server")
 # Short enough for an operator to see the change at once, long enough to coalesce the
 # several events of one editor save or one ConfigMap swap.
 DEBOUNCE_MS = 150
+# The files are also compared every second (a hash, in a thread): a change made while the
+# watcher was starting, or on a volume that sends no inotify events, is still picked up.
+RECHECK_MS = 1000
 RETRY_WATCH_SECONDS = 5.0
 
 
@@ -122,16 +125,24 @@ class ConfigReloader:
     async def watch(self) -> None:
         """Watch until cancelled; restarts when the set of watched directories changes."""
         while True:
-            paths = self._watched()
+            paths = await asyncio.to_thread(self._watched)
             if not paths:
                 return
             stop = asyncio.Event()
             try:
-                async for _ in watchfiles.awatch(
-                    *paths, debounce=DEBOUNCE_MS, step=50, stop_event=stop, recursive=True
+                async for changes in watchfiles.awatch(
+                    *paths,
+                    debounce=DEBOUNCE_MS,
+                    step=50,
+                    stop_event=stop,
+                    recursive=True,
+                    rust_timeout=RECHECK_MS,
+                    yield_on_timeout=True,
                 ):
-                    await self.reload(force=False, reason="file change")
-                    if self._watched() != paths:
+                    await self.reload(
+                        force=False, reason="file change" if changes else "file check"
+                    )
+                    if await asyncio.to_thread(self._watched) != paths:
                         stop.set()
             except Exception:  # e.g. a watched directory vanished; SIGHUP still works
                 log.exception("watching %s failed; retrying", ", ".join(map(str, paths)))

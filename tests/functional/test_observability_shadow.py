@@ -17,6 +17,7 @@ from proxy.observability import ObservabilityExtension, build_extension
 from proxy.server.hooks import ClientHints, EventRecord
 from tests.samples import sample_bytes
 
+RULES = load_rules()  # read once, before any event loop runs
 BASE = EventRecord(
     path="/api/events",
     hints=ClientHints(header="svc", user_agent=None, peer="127.0.0.1"),
@@ -96,7 +97,7 @@ async def test_valid_traffic_shadows_ok_against_the_other_target(
 
 async def test_failures_are_counted_by_code_and_kept_per_client(aiohttp_client: Any) -> None:
     """A body the shadow engine refuses counts its error code and shows under the client."""
-    strict = Engine(load_rules(), EngineOptions(max_depth=1))
+    strict = Engine(RULES, EngineOptions(max_depth=1))
     ext = build_extension(Settings(shadow=True), engine_provider=lambda: strict)
     ext.on_event(replace(BASE, body=sample_bytes("rust_event_request__v1_legacy_full")))
     ext.on_event(replace(BASE, body=sample_bytes("rust_event_request__minimal_defaults")))
@@ -113,8 +114,8 @@ async def test_failures_are_counted_by_code_and_kept_per_client(aiohttp_client: 
 async def test_the_engine_provider_is_asked_every_time(aiohttp_client: Any) -> None:
     """After a reload the server's new engine is used: the provider is called per check."""
     engines = [
-        Engine(load_rules(), EngineOptions()),
-        Engine(load_rules(), EngineOptions(max_depth=1)),
+        Engine(RULES, EngineOptions()),
+        Engine(RULES, EngineOptions(max_depth=1)),
     ]
     current = [engines[0]]
     ext = build_extension(Settings(shadow=True), engine_provider=lambda: current[0])

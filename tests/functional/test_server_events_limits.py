@@ -394,7 +394,9 @@ async def test_oversized_request_head_is_400_and_never_forwarded(
     path = b"/api/events" if headers else b"/api/events?q=" + b"a" * 8200
     response = await raw_exchange(
         stack,
-        b"POST " + path + b" HTTP/1.1\r\nHost: p\r\nContent-Type: application/json\r\n"
+        b"POST "
+        + path
+        + b" HTTP/1.1\r\nHost: p\r\nContent-Type: application/json\r\n"
         + headers
         + b"Content-Length: %d\r\n\r\n%s" % (len(EMIT_REQUEST), EMIT_REQUEST),
     )

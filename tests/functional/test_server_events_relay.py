@@ -22,6 +22,8 @@ from tests.functional.server_support import (
 )
 from tests.samples import sample_bytes
 
+RULES = load_rules()  # read once, before any event loop runs
+
 # (shape, path, body)
 BODIES = [
     pytest.param(
@@ -94,7 +96,7 @@ async def test_every_shape_reaches_every_profile_in_its_target(
     assert stored, "the upstream stored nothing"
     forwarded = stored_body(stored[0])
     assert {row["path"] for row in stored} == {path}
-    Engine(load_rules()).validate_target(target, forwarded, batch=shape == "batch")
+    Engine(RULES).validate_target(target, forwarded, batch=shape == "batch")
     sent_id = orjson.loads(body)["execution_id"]
     forwarded_id = orjson.loads(forwarded)["execution_id"]
     assert forwarded_id == (str(sent_id) if target == "event_request" else int(sent_id))

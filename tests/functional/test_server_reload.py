@@ -25,6 +25,8 @@ from tests.functional.server_support import (
 )
 from tests.samples import sample_bytes
 
+DEFAULT_RULES = default_rules_dir()
+
 WORKER_EVENT = sample_bytes("worker_event__command_started")
 
 
@@ -50,8 +52,9 @@ async def reloading_stack(
     minter: SnowflakeMinter | None = None,
 ) -> Stack:
     load = functools.partial(load_settings, config_file, None, {})
+    settings = await asyncio.to_thread(load)
     proxy, admin, state, recorder = await start_proxy(
-        aiohttp_server, load(), config_file=config_file, reload_from=load, minter=minter
+        aiohttp_server, settings, config_file=config_file, reload_from=load, minter=minter
     )
     return Stack(upstream, proxy, admin, state, recorder, session)
 
@@ -212,7 +215,7 @@ async def test_rules_directory_edits_reload_and_bad_rules_are_refused(
     """Editing a rule file swaps rules (new digest); a broken rule file keeps the old set."""
     upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
     rules = tmp_path / "rules"
-    shutil.copytree(default_rules_dir(), rules)
+    shutil.copytree(DEFAULT_RULES, rules)
     config = tmp_path / "config.yaml"
     config.write_text(
         config_text(upstream, upstream__version="auto", rules_dir=str(rules)), encoding="utf-8"
