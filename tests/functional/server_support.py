@@ -52,6 +52,7 @@ class Recorder:
         self.inflight: Callable[[], int] | None = None
         self.closed = False
         self.attempts = 0  # upstream requests the proxy's client session started
+        self.connections = 0  # upstream connections it opened
 
     def _count(self, *_: object) -> Awaitable[None]:
         self.attempts += 1
@@ -60,9 +61,14 @@ class Recorder:
     def server_middlewares(self) -> Sequence[Any]:
         return ()
 
+    def _count_connection(self, *_: object) -> Awaitable[None]:
+        self.connections += 1
+        return asyncio.sleep(0)
+
     def client_trace_configs(self) -> Sequence[aiohttp.TraceConfig]:
         config = aiohttp.TraceConfig()
         config.on_request_start.append(self._count)
+        config.on_connection_create_end.append(self._count_connection)
         return [config]
 
     def admin_routes(self) -> Sequence[web.RouteDef]:

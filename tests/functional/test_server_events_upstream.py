@@ -10,6 +10,7 @@ import aiohttp
 import orjson
 from aiohttp.client_reqrep import ConnectionKey
 
+from proxy.emulator import create_emulator_app
 from proxy.server.forward import never_sent
 from tests.functional.server_support import (
     EMIT_REQUEST,
@@ -196,3 +197,23 @@ async def test_upstream_answering_before_reading_the_body_is_relayed(
     finally:
         upstream.close()
         await upstream.wait_closed()
+
+
+async def test_upstream_closing_idle_pooled_connections_loses_nothing(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """An upstream that closes keep-alive connections left idle (a short keep-alive timeout,
+    a restart of its load balancer) costs the next event nothing: it goes out on a fresh
+    connection, is stored once, and the pool does not hand out the dead one."""
+    app = create_emulator_app("rust-2.19.1", fast=True)
+    upstream = await aiohttp_server(app, keepalive_timeout=0.2)
+    settings = settings_for(str(upstream.make_url("")).rstrip("/"), {"upstream.version": "v2"})
+    proxy, _, _, recorder = await start_proxy(aiohttp_server, settings)
+    for _ in range(3):
+        async with session.post(proxy + "/api/events", data=EMIT_REQUEST, headers=JSON) as resp:
+            assert resp.status == 200, await resp.text()
+        await asyncio.sleep(0.5)  # the upstream closes the pooled connection meanwhile
+    assert recorder.attempts == 3
+    assert recorder.connections == 3  # each event found its pooled connection closed
+    async with session.get(str(upstream.make_url("/_emulator/events"))) as response:
+        assert len(orjson.loads(await response.read())) == 3
