@@ -209,6 +209,27 @@ async def test_request_in_flight_finishes_under_its_snapshot(
     assert response.headers["X-Envelope-Target"] == "executor_event"
 
 
+async def test_a_change_no_watched_directory_sees_is_applied_by_the_recheck(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """The config file is a symlink to a file elsewhere: editing that file sends no event
+    to the watched directory, yet the once-a-second comparison applies it."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    elsewhere = tmp_path / "elsewhere"
+    mounted = tmp_path / "mounted"
+    elsewhere.mkdir()
+    mounted.mkdir()
+    real = elsewhere / "config.yaml"
+    real.write_text(config_text(upstream), encoding="utf-8")
+    (mounted / "config.yaml").symlink_to(real)
+    stack = await reloading_stack(aiohttp_server, session, mounted / "config.yaml", upstream)
+    assert stack.state.snapshot.target == "event_request"
+
+    real.write_text(config_text(upstream, upstream__version="v2"), encoding="utf-8")
+    await wait_for(lambda: stack.recorder.reloads == [True], within=5)
+    assert stack.state.snapshot.target == "executor_event"
+
+
 async def test_rules_directory_edits_reload_and_bad_rules_are_refused(
     aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
