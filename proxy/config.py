@@ -43,6 +43,7 @@ RESTART_ONLY: tuple[str, ...] = (
     "workers",
     "upstream.pool_size",
     "limits.keepalive_timeout_seconds",
+    "lifecycle.shutdown_timeout_seconds",
     "envelope.machine_id",
     "clients",
     "tracing",
@@ -441,6 +442,10 @@ def keep_start_only(old: Settings, new: Settings) -> Settings:
             "upstream": new.upstream.model_copy(update={"pool_size": old.upstream.pool_size}),
             "limits": new.limits.model_copy(
                 update={"keepalive_timeout_seconds": old.limits.keepalive_timeout_seconds}
+            ),
+            # The server's own handler deadline is fixed when it starts.
+            "lifecycle": new.lifecycle.model_copy(
+                update={"shutdown_timeout_seconds": old.lifecycle.shutdown_timeout_seconds}
             ),
             "envelope": new.envelope.model_copy(update={"machine_id": old.envelope.machine_id}),
             "clients": old.clients,

@@ -183,6 +183,10 @@ class ProxyState:
     def apply(self, settings: Settings, rules: Rules, engine: Engine) -> None:
         """Swap in a validated configuration (start-only settings already kept)."""
         previous = self.snapshot
+        if settings.upstream.url != previous.settings.upstream.url:
+            # Another server: what the old one said about its version does not carry over.
+            self.probed_version = None
+            self.upstream_reached = False
         self.snapshot = make_snapshot(
             settings, rules, engine, self.probed_version, previous.generation + 1
         )

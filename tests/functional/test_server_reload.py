@@ -19,6 +19,7 @@ from proxy.envelope.ids import SnowflakeMinter
 from tests.functional.server_support import (
     ServerFactory,
     Stack,
+    closed_port_url,
     start_proxy,
     start_upstream,
     wait_for,
@@ -185,6 +186,31 @@ async def test_start_only_settings_need_a_restart(
     assert ready["last_reload"]["restart_needed"] == ["listen"]
     assert stack.state.snapshot.settings.listen == listen
     assert stack.state.snapshot.settings.limits.max_inflight == 3
+
+
+async def test_a_new_upstream_url_forgets_the_old_upstreams_version(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """After a reload to another upstream, what the old one reported no longer picks the
+    target: legacy and not ready until the new one answers."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text(upstream, upstream__version="auto"), encoding="utf-8")
+    stack = await reloading_stack(aiohttp_server, session, config, upstream)
+    assert stack.state.snapshot.target == "executor_event"
+
+    rewrite(config, config_text(closed_port_url(), upstream__version="auto"))
+    await wait_for(lambda: stack.recorder.reloads == [True])
+    status, ready = await stack.readyz()
+    assert (status, ready["upstream_reached"]) == (503, False)
+    assert stack.state.snapshot.target == "event_request"
+    assert stack.state.snapshot.upstream_version is None
+
+    newer = await start_upstream(aiohttp_server, "rust-2.19.1")
+    rewrite(config, config_text(newer, upstream__version="auto"))
+    await wait_for(lambda: stack.state.snapshot.target == "executor_event")
+    status, _ = await stack.readyz()
+    assert status == 200
 
 
 async def test_request_in_flight_finishes_under_its_snapshot(

@@ -238,6 +238,8 @@ def test_restart_only_settings_are_reported_and_kept() -> None:
             "upstream.url": "http://b:1",
             "limits.keepalive_timeout_seconds": 5,
             "limits.max_inflight": 7,
+            "lifecycle.shutdown_timeout_seconds": 3,
+            "lifecycle.drain_seconds": 1,
             "envelope.machine_id": 9,
             "envelope.mint": "never",
         },
@@ -248,6 +250,7 @@ def test_restart_only_settings_are_reported_and_kept() -> None:
         "workers",
         "upstream.pool_size",
         "limits.keepalive_timeout_seconds",
+        "lifecycle.shutdown_timeout_seconds",
         "envelope.machine_id",
     ]
     applied = keep_start_only(old, new)
@@ -256,6 +259,8 @@ def test_restart_only_settings_are_reported_and_kept() -> None:
     assert applied.upstream.pool_size == old.upstream.pool_size
     assert applied.limits.keepalive_timeout_seconds == old.limits.keepalive_timeout_seconds
     assert applied.envelope.machine_id == old.envelope.machine_id
+    assert applied.lifecycle.shutdown_timeout_seconds == old.lifecycle.shutdown_timeout_seconds
+    assert applied.lifecycle.drain_seconds == 1
     assert applied.upstream.url == "http://b:1"
     assert applied.limits.max_inflight == 7
     assert applied.envelope.mint == "never"
