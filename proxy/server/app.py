@@ -24,7 +24,7 @@ from proxy.envelope.ids import SnowflakeMinter
 from proxy.server import events, passthrough
 from proxy.server.headers import SKIP_AUTO_HEADERS
 from proxy.server.hooks import Extension
-from proxy.server.keys import SESSION, STATE, TASKS
+from proxy.server.keys import SESSION, STATE, STREAM_SESSION, TASKS
 from proxy.server.reload import ConfigReloader
 from proxy.server.state import ProxyState
 from proxy.server.version import VersionProbe
@@ -103,16 +103,20 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
     settings = state.snapshot.settings
     pool = settings.upstream.pool_size
     trace_configs = [tc for ext in state.extensions for tc in ext.client_trace_configs()]
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=pool, limit_per_host=pool),
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        # On the session rather than per call: aiohttp rebuilds a per-call set every time.
-        skip_auto_headers=SKIP_AUTO_HEADERS,
-        trace_configs=trace_configs or None,
-        timeout=state.snapshot.event_timeouts,
-    )
-    app[SESSION] = session
+
+    def client_session(timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=pool, limit_per_host=pool),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            # On the session rather than per call: aiohttp rebuilds a per-call set each time.
+            skip_auto_headers=SKIP_AUTO_HEADERS,
+            trace_configs=trace_configs or None,
+            timeout=timeout,
+        )
+
+    app[SESSION] = session = client_session(state.snapshot.event_timeouts)
+    app[STREAM_SESSION] = stream_session = client_session(state.snapshot.stream_timeouts)
     probe = VersionProbe(state)
     app[PROBE] = probe
     reloader = ConfigReloader(state, on_applied=probe.wake)
@@ -131,6 +135,7 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
                 await task
         await _finish_orphans(app)
         await session.close()
+        await stream_session.close()
         await probe.close()
         for ext in state.extensions:
             await ext.close()

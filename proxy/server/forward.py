@@ -73,9 +73,12 @@ def never_sent(exc: BaseException) -> bool:
 def classify(exc: BaseException, timeouts: aiohttp.ClientTimeout) -> UpstreamError:
     """The client-facing failure for an exception raised while talking to the upstream."""
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        pool_wait = (
+            f", or no free pooled one within {timeouts.connect} s" if timeouts.connect else ""
+        )
         return UpstreamError(
             UPSTREAM_UNAVAILABLE,
-            f"no connection to the upstream within {timeouts.sock_connect} s",
+            f"no connection to the upstream within {timeouts.sock_connect} s{pool_wait}",
         )
     if isinstance(exc, asyncio.TimeoutError):
         return UpstreamError(

@@ -10,6 +10,9 @@ from aiohttp import web
 from proxy.server.state import ProxyState
 
 STATE = web.AppKey("envelope_proxy_state", ProxyState)
-SESSION = web.AppKey("envelope_proxy_session", aiohttp.ClientSession)
+SESSION = web.AppKey("envelope_proxy_session", aiohttp.ClientSession)  # event exchanges
+# Pass-through has a pool of its own: long streams (server-sent events, slow clients)
+# must never take the connections events need.
+STREAM_SESSION = web.AppKey("envelope_proxy_stream_session", aiohttp.ClientSession)
 # Upstream exchanges that outlive their handler (client gone); awaited at shutdown.
 TASKS = web.AppKey("envelope_proxy_tasks", set[asyncio.Future[web.StreamResponse]])

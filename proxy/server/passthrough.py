@@ -22,14 +22,14 @@ from proxy.server.headers import (
     client_response_headers,
     upstream_request_headers,
 )
-from proxy.server.keys import SESSION, STATE
+from proxy.server.keys import STATE, STREAM_SESSION
 
 log = logging.getLogger("envelope_proxy.server")
 
 
 async def _open(request: web.Request) -> aiohttp.ClientResponse:
     snapshot = request.app[STATE].snapshot
-    session = request.app[SESSION]
+    session = request.app[STREAM_SESSION]
     url = snapshot.upstream_url(request)
     headers = upstream_request_headers(request, keep_content_length=True)
     has_body = request.body_exists

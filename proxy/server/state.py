@@ -104,9 +104,11 @@ def make_snapshot(
         event_timeouts=aiohttp.ClientTimeout(
             total=upstream.timeout_seconds, sock_connect=upstream.connect_timeout_seconds
         ),
-        # Pass-through responses may stream for long (SSE): bound idle time, not the total.
+        # Pass-through responses may stream for long (SSE): bound idle time, not the total,
+        # and the wait for a pooled connection (`connect`).
         stream_timeouts=aiohttp.ClientTimeout(
             total=None,
+            connect=upstream.timeout_seconds,
             sock_connect=upstream.connect_timeout_seconds,
             sock_read=upstream.timeout_seconds,
         ),
