@@ -5,13 +5,17 @@ Method, path and query go upstream as received; the body is streamed (with the c
 arrives, so a server-sent-events stream reaches the client event by event. Bytes are never
 decoded or re-encoded (the upstream session does not decompress), only hop-by-hop headers
 are dropped. A failure before the answer starts is a problem+json 502/504; after it started,
-the client connection is cut so the truncation is visible.
+the client connection is cut so the truncation is visible. Slow peers hold nothing forever:
+a client body that stalls for `limits.body_read_timeout_seconds` is answered 408 (or cut),
+and a client that stops reading the answer for `upstream.timeout_seconds` is cut.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -27,12 +31,33 @@ from proxy.server.keys import STATE, STREAM_SESSION
 log = logging.getLogger("envelope_proxy.server")
 
 
-async def _open(request: web.Request) -> aiohttp.ClientResponse:
+class _ClientBody:
+    """The client's body, streamed chunk by chunk, with a bound on each wait for the next."""
+
+    def __init__(self, request: web.Request, seconds: float):
+        self._content = request.content
+        self._seconds = seconds
+        self.stalled = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                async with asyncio.timeout(self._seconds):
+                    chunk = await self._content.readany()
+            except TimeoutError:
+                self.stalled = True
+                raise
+            if not chunk:
+                return
+            yield chunk
+
+
+async def _open(request: web.Request, body: _ClientBody | None) -> aiohttp.ClientResponse:
     snapshot = request.app[STATE].snapshot
     session = request.app[STREAM_SESSION]
     url = snapshot.upstream_url(request)
     headers = upstream_request_headers(request, keep_content_length=True)
-    has_body = request.body_exists
+    has_body = body is not None
     retried = False
     while True:
         try:
@@ -40,7 +65,7 @@ async def _open(request: web.Request) -> aiohttp.ClientResponse:
                 request.method,
                 url,
                 headers=headers,
-                data=request.content if has_body else None,
+                data=body.chunks() if body is not None else None,
                 timeout=snapshot.stream_timeouts,
                 allow_redirects=False,
             )
@@ -65,11 +90,25 @@ async def handle_passthrough(request: web.Request) -> web.StreamResponse:
 
 
 async def _relay(request: web.Request) -> web.StreamResponse:
+    settings = request.app[STATE].snapshot.settings
+    body = (
+        _ClientBody(request, settings.limits.body_read_timeout_seconds)
+        if request.body_exists
+        else None
+    )
     try:
-        upstream = await _open(request)
+        upstream = await _open(request, body)
     except UpstreamError as err:
+        if body is not None and body.stalled:
+            return problems.proxy_problem(
+                problems.BODY_TIMEOUT,
+                "the request body stalled for more than "
+                f"{settings.limits.body_read_timeout_seconds} s",
+                close=True,
+            )
         log.warning("%s %s: %s", request.method, request.path, err.detail)
         return problems.proxy_problem(err.problem, err.detail)
+    idle = settings.upstream.timeout_seconds
     complete = False
     try:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
@@ -92,9 +131,20 @@ async def _relay(request: web.Request) -> web.StreamResponse:
             if not chunk:
                 break
             try:
-                await response.write(chunk)
+                async with asyncio.timeout(idle):
+                    await response.write(chunk)
             except ConnectionError:
                 return response  # the client went away
+            except TimeoutError:
+                log.warning(
+                    "%s %s: the client read nothing for %s s; cutting it off",
+                    request.method,
+                    request.path,
+                    idle,
+                )
+                if request.transport is not None:
+                    request.transport.close()
+                return response
         complete = True
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
