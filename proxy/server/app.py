@@ -24,7 +24,7 @@ from proxy.envelope.ids import SnowflakeMinter
 from proxy.server import events, passthrough
 from proxy.server.headers import SKIP_AUTO_HEADERS
 from proxy.server.hooks import Extension
-from proxy.server.keys import SESSION, STATE, STREAM_SESSION, TASKS
+from proxy.server.keys import SESSION, STATE, STREAM_SESSION, STREAMS, TASKS
 from proxy.server.reload import ConfigReloader
 from proxy.server.state import ProxyState
 from proxy.server.version import VersionProbe
@@ -59,11 +59,20 @@ async def _close_when_draining(request: web.Request, response: web.StreamRespons
         response.headers[hdrs.CONNECTION] = "close"
 
 
-def _cut_off(state: ProxyState, exchanges: set[asyncio.Future[web.StreamResponse]]) -> None:
-    """The shutdown budget is nearly spent: exchanges still waiting for the upstream give up."""
+def _cut_off(
+    state: ProxyState,
+    exchanges: set[asyncio.Future[web.StreamResponse]],
+    streams: set[asyncio.Task[Any]],
+) -> None:
+    """The shutdown budget is nearly spent: exchanges still waiting for the upstream give up,
+    and pass-through streams still open are cut (an SSE stream may never end by itself)."""
     state.cut_off = True
     for task in list(exchanges):
         task.cancel()  # `events` answers these 504
+    if streams:
+        log.warning("shutdown: cutting %d pass-through request(s) still open", len(streams))
+    for stream in list(streams):
+        stream.cancel()
 
 
 async def _mark_shutdown(app: web.Application) -> None:
@@ -75,7 +84,7 @@ async def _mark_shutdown(app: web.Application) -> None:
     # Answer (504) slightly before the server cancels the handlers at the deadline. One
     # timer for all exchanges, so a request pays for no deadline of its own.
     state.shutdown_cutoff = state.shutdown_deadline - min(0.5, timeout / 10)
-    loop.call_at(state.shutdown_cutoff, _cut_off, state, app[TASKS])
+    loop.call_at(state.shutdown_cutoff, _cut_off, state, app[TASKS], app[STREAMS])
 
 
 async def _finish_orphans(app: web.Application) -> None:
@@ -162,6 +171,7 @@ def create_app(
     app = web.Application(middlewares=middlewares, client_max_size=settings.limits.max_body_bytes)
     app[STATE] = state
     app[TASKS] = set()
+    app[STREAMS] = set()
     events.add_routes(app)
     passthrough.add_routes(app)
     app.cleanup_ctx.append(_upstream)

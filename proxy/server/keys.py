@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -16,3 +17,5 @@ SESSION = web.AppKey("envelope_proxy_session", aiohttp.ClientSession)  # event e
 STREAM_SESSION = web.AppKey("envelope_proxy_stream_session", aiohttp.ClientSession)
 # Upstream exchanges that outlive their handler (client gone); awaited at shutdown.
 TASKS = web.AppKey("envelope_proxy_tasks", set[asyncio.Future[web.StreamResponse]])
+# Pass-through handlers in progress; cut at the shutdown cutoff (a stream may never end).
+STREAMS = web.AppKey("envelope_proxy_streams", set[asyncio.Task[Any]])

@@ -26,7 +26,7 @@ from proxy.server.headers import (
     client_response_headers,
     upstream_request_headers,
 )
-from proxy.server.keys import STATE, STREAM_SESSION
+from proxy.server.keys import STATE, STREAM_SESSION, STREAMS
 
 log = logging.getLogger("envelope_proxy.server")
 
@@ -83,9 +83,14 @@ async def handle_passthrough(request: web.Request) -> web.StreamResponse:
     if state.inflight >= limit:
         return problems.overloaded(f"more than {limit} requests in flight; retry shortly")
     state.inflight += 1
+    streams = request.app[STREAMS]
+    task = asyncio.current_task()
+    if task is not None:
+        streams.add(task)
     try:
         return await _relay(request)
     finally:
+        streams.discard(task)
         state.inflight -= 1
 
 

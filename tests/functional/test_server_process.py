@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import subprocess
@@ -283,3 +284,42 @@ def test_python_m_proxy_has_the_serve_command() -> None:
         assert flag in result.stdout
     for flag in ("--probe-interval", "--rules", "--workers"):
         assert flag in result.stdout
+
+
+async def test_sigterm_cuts_open_pass_through_streams_within_the_budget(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A server-sent-events stream that would run for a minute does not hold shutdown past
+    its budget: the stream is cut and the process exits in about `shutdown_timeout`."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "lifecycle:\n  drain_seconds: 0\n  shutdown_timeout_seconds: 3\n", encoding="utf-8"
+    )
+    serve = await ServeProcess.start(
+        "--config",
+        str(config),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream,
+    )
+    try:
+        stream_url = serve.proxy + "/api/executions/478775660589088776/stream?count=300"
+        async with session.get(stream_url) as stream:
+            assert stream.status == 200
+            await stream.content.readuntil(b"\n\n")  # the stream is flowing
+            started = asyncio.get_running_loop().time()
+            serve.signal(signal.SIGTERM)
+            with contextlib.suppress(aiohttp.ClientPayloadError):
+                async with asyncio.timeout(10):
+                    while await stream.content.readany():
+                        pass
+            assert await serve.wait() == 0
+            elapsed = asyncio.get_running_loop().time() - started
+        assert elapsed < 5  # the 3 s budget and process exit; not twice the budget
+    finally:
+        await serve.stop()
+    assert "cutting 1 pass-through request(s) still open" in serve.output
