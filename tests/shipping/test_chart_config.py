@@ -39,6 +39,9 @@ RESTART_ONLY_VALUES: dict[str, dict[str, Any]] = {
     "limits.keepalive_timeout_seconds": {
         "config": {"file": {"limits": {"keepalive_timeout_seconds": 5}}}
     },
+    "lifecycle.shutdown_timeout_seconds": {
+        "config": {"file": {"lifecycle": {"shutdown_timeout_seconds": 15}}}
+    },
     "envelope.machine_id": {"config": {"file": {"envelope": {"machine_id": 7}}}},
     "clients": {"config": {"file": {"clients": {"max_clients": 100}}}},
     "tracing": {"tracing": {"serviceName": "noetl-proxy"}},
@@ -52,6 +55,7 @@ RELOADABLE_VALUES: dict[str, dict[str, Any]] = {
     "limits": {"config": {"file": {"limits": {"max_inflight": 64}}}},
     "limits.max_inflight_bytes": {"config": {"file": {"limits": {"max_inflight_bytes": 1 << 27}}}},
     "envelope.mint": {"config": {"file": {"envelope": {"mint": "never"}}}},
+    "lifecycle.drain_seconds": {"config": {"file": {"lifecycle": {"drain_seconds": 3}}}},
     "rules": {"rules": {"existingConfigMap": "noetl-envelope-rules"}},
 }
 

@@ -76,6 +76,7 @@ data:
 {{- $startOnly := pick $cfg "listen" "admin_listen" "workers" "clients" "tracing" "shadow" -}}
 {{- $_ := set $startOnly "upstream.pool_size" (get ($cfg.upstream | default dict) "pool_size") -}}
 {{- $_ = set $startOnly "limits.keepalive_timeout_seconds" (get ($cfg.limits | default dict) "keepalive_timeout_seconds") -}}
+{{- $_ = set $startOnly "lifecycle.shutdown_timeout_seconds" (get ($cfg.lifecycle | default dict) "shutdown_timeout_seconds") -}}
 {{- $_ = set $startOnly "envelope.machine_id" (get ($cfg.envelope | default dict) "machine_id") -}}
 {{- toYaml $startOnly | sha256sum -}}
 {{- end -}}
