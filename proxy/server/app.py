@@ -24,7 +24,7 @@ from proxy.envelope.ids import SnowflakeMinter
 from proxy.server import events, passthrough
 from proxy.server.headers import SKIP_AUTO_HEADERS
 from proxy.server.hooks import Extension
-from proxy.server.keys import SESSION, STATE, STREAM_SESSION, STREAMS, TASKS
+from proxy.server.keys import EVENT_SLOTS, SESSION, STATE, STREAM_SESSION, STREAMS, TASKS
 from proxy.server.reload import ConfigReloader
 from proxy.server.state import ProxyState
 from proxy.server.version import VersionProbe
@@ -125,6 +125,7 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
         )
 
     app[SESSION] = session = client_session(state.snapshot.event_timeouts)
+    app[EVENT_SLOTS] = asyncio.Semaphore(pool)
     app[STREAM_SESSION] = stream_session = client_session(state.snapshot.stream_timeouts)
     probe = VersionProbe(state)
     app[PROBE] = probe

@@ -18,6 +18,7 @@ import asyncio
 import logging
 from typing import Literal
 
+import aiohttp
 import orjson
 from aiohttp import hdrs, web
 
@@ -26,7 +27,7 @@ from proxy.server import problems
 from proxy.server.forward import Answer, UpstreamError, post_event
 from proxy.server.headers import upstream_request_headers
 from proxy.server.hooks import ClientHints, EventRecord, Outcome
-from proxy.server.keys import SESSION, STATE, TASKS
+from proxy.server.keys import EVENT_SLOTS, SESSION, STATE, TASKS
 from proxy.server.state import ProxyState, Snapshot
 
 log = logging.getLogger("envelope_proxy.server")
@@ -181,7 +182,28 @@ async def _forward(
     headers = upstream_request_headers(request, keep_content_length=False)
     headers[hdrs.CONTENT_TYPE] = "application/json"
     err: UpstreamError | None = None
+    slots = request.app[EVENT_SLOTS]
+    timeouts = snapshot.event_timeouts
+    if slots.locked():
+        try:
+            left = await _wait_for_slot(slots, timeouts)
+            detail = f"all upstream connections stayed busy for {timeouts.sock_connect} s"
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not state.past_cutoff() or task is None:
+                raise
+            task.uncancel()
+            left, detail = None, "the proxy is shutting down"
+        if left is None:
+            exchange.record(state, "rejected", error_code=problems.OVERLOADED.code)
+            response = problems.overloaded(f"{detail}; the event was not sent")
+            response.headers.update(exchange.headers())
+            return response
+        timeouts = left
+    else:
+        await slots.acquire()  # free: returns at once
     if state.past_cutoff():
+        slots.release()
         err = _shutdown_cutoff()
     else:
         try:
@@ -190,7 +212,7 @@ async def _forward(
                 snapshot.upstream_url(request),
                 conv.body,
                 headers,
-                snapshot.event_timeouts,
+                timeouts,
             )
         except asyncio.CancelledError:
             # At the shutdown cutoff (`app._cut_off`) the exchange gives up, so the client
@@ -202,6 +224,8 @@ async def _forward(
             err = _shutdown_cutoff()
         except UpstreamError as caught:
             err = caught
+        finally:
+            slots.release()
     if err is None:
         outcome: Outcome = (
             "forwarded"
@@ -222,6 +246,23 @@ async def _forward(
     )
     exchange.record(state, "upstream_failed", error_code=err.problem.code)
     return problems.proxy_problem(err.problem, err.detail, headers=exchange.headers())
+
+
+async def _wait_for_slot(
+    slots: asyncio.Semaphore, timeouts: aiohttp.ClientTimeout
+) -> aiohttp.ClientTimeout | None:
+    """Wait for a free upstream connection as long as a new one may take to connect; the
+    exchange's timeouts for the time left, or None when none came free (never sent)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        async with asyncio.timeout(timeouts.sock_connect):
+            await slots.acquire()
+    except TimeoutError:
+        return None
+    # The client's clock started with its request: waiting must not extend the budget.
+    left = max((timeouts.total or 0.0) - (loop.time() - started), 0.001)
+    return aiohttp.ClientTimeout(total=left, sock_connect=timeouts.sock_connect)
 
 
 def _too_many(max_inflight: int) -> str:

@@ -12,6 +12,9 @@ from proxy.server.state import ProxyState
 
 STATE = web.AppKey("envelope_proxy_state", ProxyState)
 SESSION = web.AppKey("envelope_proxy_session", aiohttp.ClientSession)  # event exchanges
+# One slot per pooled upstream connection for events: the wait for a free one is bounded
+# and, when it runs out, answered as "never sent" rather than as an upstream timeout.
+EVENT_SLOTS = web.AppKey("envelope_proxy_event_slots", asyncio.Semaphore)
 # Pass-through has a pool of its own: long streams (server-sent events, slow clients)
 # must never take the connections events need.
 STREAM_SESSION = web.AppKey("envelope_proxy_stream_session", aiohttp.ClientSession)

@@ -5,6 +5,7 @@ that leaves early or idles on a keep-alive connection is treated."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -413,3 +414,62 @@ async def test_request_head_just_within_the_limits_is_forwarded(
     response, answer = await stack.post("/api/events", EMIT_REQUEST, headers)
     assert response.status == 200, answer
     assert len(await stack.stored()) == 1
+
+
+async def test_all_upstream_connections_busy_is_503_never_sent(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """An event that finds every pooled upstream connection busy for the connect timeout is
+    answered 503 overloaded, and provably never sent; the busy one completes normally."""
+    stack = await start_stack(
+        aiohttp_server,
+        session,
+        overrides={"upstream.pool_size": 1, "upstream.connect_timeout_seconds": 0.3},
+    )
+    await stack.fault(delay_seconds=1.5)
+    first = asyncio.create_task(stack.post("/api/events", EMIT_REQUEST))
+    await wait_for(lambda: stack.recorder.attempts == 1)
+    started = time.monotonic()
+    response, answer = await stack.post("/api/events", EMIT_REQUEST)
+    assert response.status == 503, answer
+    assert response.headers["Retry-After"] == "1"
+    problem = orjson.loads(answer)
+    assert problem["code"] == "overloaded"
+    assert problem["detail"].endswith("the event was not sent")
+    assert time.monotonic() - started < 1.2
+    response, answer = await first
+    assert response.status == 200, answer
+    assert stack.recorder.attempts == 1
+    assert await stack.upstream_requests() == 1
+    assert [r.error_code for r in stack.recorder.records] == ["overloaded", None]
+
+
+async def test_an_event_waiting_for_a_busy_connection_keeps_its_time_budget(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """An event that waits for a pooled connection goes out when one frees up, with the
+    time it waited taken from its upstream budget, not added to it."""
+    stack = await start_stack(
+        aiohttp_server,
+        session,
+        overrides={
+            "upstream.pool_size": 1,
+            "upstream.connect_timeout_seconds": 2,
+            "upstream.timeout_seconds": 1.2,
+        },
+    )
+    await stack.fault(delay_seconds=0.7)
+    first = asyncio.create_task(stack.post("/api/events", EMIT_REQUEST))
+    await wait_for(lambda: stack.recorder.attempts == 1)
+    # Waits ~0.7 s for the connection, then needs 0.7 s more: past its 1.2 s budget.
+    response, answer = await stack.post("/api/events", EMIT_REQUEST)
+    assert response.status == 504, answer
+    assert orjson.loads(answer)["code"] == "upstream_timeout"
+    response, answer = await first
+    assert response.status == 200, answer
+    await stack.fault(delay_seconds=0.3)
+    first = asyncio.create_task(stack.post("/api/events", EMIT_REQUEST))
+    await wait_for(lambda: stack.recorder.attempts == 3)
+    response, answer = await stack.post("/api/events", EMIT_REQUEST)  # ~0.3 + 0.3 s
+    assert response.status == 200, answer
+    assert (await first)[0].status == 200
