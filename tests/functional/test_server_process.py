@@ -29,20 +29,16 @@ from tests.samples import REPO_ROOT, sample_bytes
 WORKER_EVENT = sample_bytes("worker_event__command_started")
 
 
-async def test_sigterm_drains_then_answers_in_flight_requests_and_exits_0(
-    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
-) -> None:
-    """SIGTERM: /readyz 503 at once, new requests still served during the drain, the slow
-    in-flight one answered after the listener closed, exit status 0."""
-    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+async def serve_with_lifecycle(
+    tmp_path: Path, upstream: str, *, drain: float, budget: float
+) -> ServeProcess:
+    """`serve` on free loopback ports in front of `upstream`, with these shutdown timings."""
     config = tmp_path / "config.yaml"
-    # Margins wide enough for a loaded machine: the drain (2 s) is far longer than the
-    # few steps that must happen within it, and the upstream's delay (3 s) keeps the
-    # first request in flight until the listener has closed.
     config.write_text(
-        "lifecycle:\n  drain_seconds: 2\n  shutdown_timeout_seconds: 10\n", encoding="utf-8"
+        f"lifecycle:\n  drain_seconds: {drain}\n  shutdown_timeout_seconds: {budget}\n",
+        encoding="utf-8",
     )
-    serve = await ServeProcess.start(
+    return await ServeProcess.start(
         "--config",
         str(config),
         "--listen",
@@ -52,6 +48,18 @@ async def test_sigterm_drains_then_answers_in_flight_requests_and_exits_0(
         "--upstream",
         upstream,
     )
+
+
+async def test_sigterm_drains_then_answers_in_flight_requests_and_exits_0(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """SIGTERM: /readyz 503 at once, new requests still served during the drain, the slow
+    in-flight one answered after the listener closed, exit status 0."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    # Margins wide enough for a loaded machine: the drain (2 s) is far longer than the
+    # few steps that must happen within it, and the upstream's delay (3 s) keeps the
+    # first request in flight until the listener has closed.
+    serve = await serve_with_lifecycle(tmp_path, upstream, drain=2, budget=10)
     try:
         async with session.get(serve.admin + "/readyz") as response:
             assert response.status == 200
@@ -107,20 +115,7 @@ async def test_sigterm_with_a_hanging_upstream_answers_504_within_the_budget(
 ) -> None:
     """An exchange the upstream never answers gets 504 before the shutdown budget ends."""
     upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        "lifecycle:\n  drain_seconds: 0\n  shutdown_timeout_seconds: 1\n", encoding="utf-8"
-    )
-    serve = await ServeProcess.start(
-        "--config",
-        str(config),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--upstream",
-        upstream,
-    )
+    serve = await serve_with_lifecycle(tmp_path, upstream, drain=0, budget=1)
     try:
         async with session.post(upstream + "/_emulator/faults", json={"hang": True}) as response:
             assert response.status == 200
@@ -292,20 +287,7 @@ async def test_sigterm_cuts_open_pass_through_streams_within_the_budget(
     """A server-sent-events stream that would run for a minute does not hold shutdown past
     its budget: the stream is cut and the process exits in about `shutdown_timeout`."""
     upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        "lifecycle:\n  drain_seconds: 0\n  shutdown_timeout_seconds: 3\n", encoding="utf-8"
-    )
-    serve = await ServeProcess.start(
-        "--config",
-        str(config),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--upstream",
-        upstream,
-    )
+    serve = await serve_with_lifecycle(tmp_path, upstream, drain=0, budget=3)
     try:
         stream_url = serve.proxy + "/api/executions/478775660589088776/stream?count=300"
         async with session.get(stream_url) as stream:
