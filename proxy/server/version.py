@@ -80,6 +80,8 @@ class VersionProbe:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             authoritative, version = False, None
             problem = f"unreachable ({exc.__class__.__name__}: {exc})"
+        if self._state.snapshot.upstream_base != snapshot.upstream_base:
+            return  # a reload changed the upstream meanwhile; this answer was the old one's
         if authoritative:
             if self._healthy is False:
                 log.info("upstream health probe answers again")
