@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import yaml
+from aiohttp import web
 
 from proxy.config import load_settings
 from proxy.envelope import default_rules_dir
@@ -211,6 +212,37 @@ async def test_a_new_upstream_url_forgets_the_old_upstreams_version(
     await wait_for(lambda: stack.state.snapshot.target == "executor_event")
     status, _ = await stack.readyz()
     assert status == 200
+
+
+async def test_a_late_answer_from_the_replaced_upstream_is_ignored(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A version probe still waiting on the old upstream when a reload replaces it does not
+    mark the new one reached, nor bring back the old version, when its answer comes."""
+    asked = asyncio.Event()
+
+    async def slow_health(request: web.Request) -> web.Response:
+        asked.set()
+        await asyncio.sleep(1.5)
+        return web.json_response({"status": "ok", "version": "2.19.1"})
+
+    old = web.Application()
+    old.router.add_get("/api/health", slow_health)
+    old_server = await aiohttp_server(old)
+    upstream = str(old_server.make_url("")).rstrip("/")
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text(upstream, upstream__version="auto"), encoding="utf-8")
+    stack = await reloading_stack(aiohttp_server, session, config, upstream)
+    assert stack.state.snapshot.upstream_version == "2.19.1"
+    asked.clear()
+    await asyncio.wait_for(asked.wait(), 5)  # a probe of the old upstream is in flight
+
+    rewrite(config, config_text(closed_port_url(), upstream__version="auto"))
+    await wait_for(lambda: stack.recorder.reloads == [True])
+    await asyncio.sleep(1.7)  # the old upstream's answer has come back meanwhile
+    status, ready = await stack.readyz()
+    assert (status, ready["upstream_reached"]) == (503, False)
+    assert stack.state.snapshot.upstream_version is None
 
 
 async def test_request_in_flight_finishes_under_its_snapshot(
