@@ -1,6 +1,7 @@
 """The upstream version probe behind `upstream.version: auto`.
 
-`GET {upstream}/api/health` at start and every `probe_interval_seconds`. The Rust server
+`GET {upstream}/api/health` at start and every `probe_interval_seconds` (sooner while the
+upstream has not answered yet). The Rust server
 puts its release in `version`, also in the 503 it answers while its database is down, so a
 200 or a 503 with a JSON object is authoritative: its `version` (or none, as the Python
 server sends) decides the target through the rules' thresholds. Anything else (refused,
@@ -26,6 +27,7 @@ HEALTH_PATH = "/api/health"
 # A health answer is small; a probe must never hold the loop on a huge one.
 MAX_HEALTH_BYTES = 64 * 1024
 MAX_PROBE_SECONDS = 5.0
+FIRST_RETRY_SECONDS = 0.25
 
 
 def version_from_health(status: int, body: bytes) -> tuple[bool, str | None]:
@@ -97,9 +99,18 @@ class VersionProbe:
             )
 
     async def run(self) -> None:
-        """Probe forever; the first probe has already run when this starts."""
+        """Probe forever; the first probe has already run when this starts.
+
+        Until the upstream has answered once, probes come quickly (0.25 s, doubling up to
+        the interval): a sidecar starts before its server, and readiness waits on it.
+        """
+        retry = FIRST_RETRY_SECONDS
         while True:
             interval = self._state.snapshot.settings.upstream.probe_interval_seconds
+            if not self._state.upstream_reached:
+                interval, retry = min(retry, interval), min(retry * 2, interval)
+            else:
+                retry = FIRST_RETRY_SECONDS
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
             self._wake.clear()

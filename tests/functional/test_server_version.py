@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import aiohttp
 import orjson
 import pytest
 
+from proxy.emulator import create_emulator_app
 from tests.functional.server_support import (
     ServerFactory,
     closed_port_url,
@@ -159,3 +161,19 @@ async def test_probe_warning_never_prints_url_credentials(
         await start_proxy(aiohttp_server, settings)
     assert "upstream health probe http://***@127.0.0.1:" in caplog.text
     assert "hunter2" not in caplog.text
+
+
+async def test_an_upstream_that_starts_after_the_proxy_makes_it_ready_at_once(
+    aiohttp_server: ServerFactory,
+) -> None:
+    """A sidecar starts before its server: until the upstream has answered once, the probe
+    retries within a second or so, not only every `probe_interval_seconds` (30 s here)."""
+    url = closed_port_url()
+    settings = settings_for(url, {"upstream.probe_interval_seconds": 30})
+    _, _, state, _ = await start_proxy(aiohttp_server, settings)
+    assert not state.ready()
+    await asyncio.sleep(1.0)  # a few quick probes fail meanwhile
+    port = int(url.rsplit(":", 1)[1])
+    await aiohttp_server(create_emulator_app("rust-2.19.1", fast=True), port=port)
+    await wait_for(state.ready, within=5)
+    assert state.snapshot.target == "executor_event"
