@@ -162,7 +162,7 @@ def _resolve_nested(
             nested[source.key] = split_nested(raw) if raw is not None else None
         inner = nested[source.key]
         value = inner.get(source.member) if inner is not None else None
-        if value is None:
+        if value is None or _is_null(value):  # null is "not given", as at the top level
             continue
         if source.parts is None:
             return value, source.text

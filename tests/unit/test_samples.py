@@ -165,6 +165,18 @@ def test_worker_event_step_and_worker_from_payload() -> None:
     assert out["payload"]["worker_id"] == "worker-rust-pool-0"
 
 
+def test_worker_event_null_payload_step_falls_back_to_command_id() -> None:
+    """A null payload.step (or worker_id) is not given: the step comes from command_id."""
+    body = (
+        b'{"event_type":"command.started","execution_id":5,'
+        b'"payload":{"step":null,"worker_id":null,"command_id":"5:fetch:1"}}'
+    )
+    out = _loads(ENGINE.convert(body, "event_request").body)
+    assert out["step"] == "fetch"
+    assert "worker_id" not in out
+    assert out["payload"] == {"step": None, "worker_id": None, "command_id": "5:fetch:1"}
+
+
 def test_worker_event_without_step_sources_gets_the_default_step() -> None:
     """A command_id that is not `<execution>:<step>:<n>` leaves the default step of the rules."""
     out = _loads(
