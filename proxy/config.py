@@ -28,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import EnvSettingsSource
@@ -247,6 +248,22 @@ class ClientsSettings(_Section):
     max_clients: Annotated[int, Field(ge=1, le=1_000_000)] = 500
     state_file: Path | None = None
     sunset_window_seconds: Seconds = 86400.0
+
+    @field_validator("state_file", mode="before")
+    @classmethod
+    def _empty_means_off(cls, value: object) -> object:
+        # Helm values and env vars say "off" with an empty string; Path("") would be ".".
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _one_header_source(self) -> ClientsSettings:
+        headers = [spec for spec in self.sources if spec.startswith("header:")]
+        if len(headers) > 1:
+            raise ValueError(
+                f"sources may name one header only (got {', '.join(headers)}); the proxy "
+                "reads one identity header per request"
+            )
+        return self
 
 
 class TracingSettings(_Section):

@@ -80,7 +80,7 @@ def choose_target(settings: Settings, rules: Rules, probed: str | None) -> tuple
 
 
 def client_header(settings: Settings) -> str | None:
-    """The header whose value is passed as `ClientHints.header` (the first one listed)."""
+    """The header whose value is passed as `ClientHints.header` (sources name one at most)."""
     for spec in settings.clients.sources:
         source = parse_client_source(spec)
         if source.kind == "header":

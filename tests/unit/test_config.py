@@ -351,3 +351,22 @@ def test_readme_configuration_reference_is_the_defaults(tmp_path: Path) -> None:
     block = re.search(r"```yaml\n(.*?)```", section, flags=re.DOTALL)
     assert block is not None
     assert load_settings(write(tmp_path, block.group(1)), environ={}) == Settings()
+
+
+def test_two_header_sources_are_refused() -> None:
+    """Only one identity header is read per request, so a second one is an error, not ignored."""
+    problems = problems_of(
+        None,
+        overrides={"clients.sources": ["header:X-Team", "header:X-NoETL-Client", "peer"]},
+        environ={},
+    )
+    assert "sources may name one header only" in problems
+    assert "header:X-Team, header:X-NoETL-Client" in problems
+
+
+def test_an_empty_state_file_means_no_state_file() -> None:
+    """`state_file: ""` (how Helm values and env vars say "off") is off, not the directory '.'."""
+    settings = load_settings(None, environ={"ENVELOPE_PROXY_CLIENTS__STATE_FILE": ""})
+    assert settings.clients.state_file is None
+    settings = load_settings(None, {"clients.state_file": ""}, environ={})
+    assert settings.clients.state_file is None
