@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from proxy.server.state import build_engine
 log = logging.getLogger("envelope_proxy.server")
 
 NO_UVLOOP_ENV = "ENVELOPE_PROXY_NO_UVLOOP"
+SECOND_SIGNAL_AFTER = 0.5  # seconds: a stop signal closer to the first one is the same stop
 
 
 def build_extensions(settings: Settings, engine_provider: Callable[[], object]) -> list[Extension]:
@@ -75,6 +77,7 @@ class _Signals:
     def __init__(self, app: web.Application):
         self.stop = asyncio.Event()
         self.hurry = asyncio.Event()
+        self._stop_at = 0.0
         self._app = app
         self._reloads: set[asyncio.Task[bool | None]] = set()
         loop = asyncio.get_running_loop()
@@ -83,8 +86,15 @@ class _Signals:
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
 
     def _on_stop(self) -> None:
+        now = time.monotonic()
         if self.stop.is_set():
-            self.hurry.set()
+            # With workers, a signal to the whole process group (Ctrl-C, `tini -g`) reaches
+            # each worker twice within milliseconds: directly and forwarded by the parent.
+            # Only a second signal sent on its own cuts the drain short.
+            if now - self._stop_at >= SECOND_SIGNAL_AFTER:
+                self.hurry.set()
+            return
+        self._stop_at = now
         self.stop.set()
 
     def _on_hup(self) -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import re
+import signal
 import socket
 import sys
 import time
@@ -273,6 +275,7 @@ class ServeProcess:
             env=cli_env(**(env or {})),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # its own process group: workers included, nothing else
         )
         serve = cls(process)
         await serve._wait_listening()
@@ -308,9 +311,14 @@ class ServeProcess:
                 await self._reader
         return code
 
+    def signal_group(self, signum: int) -> None:
+        """Signal the whole process group, as a terminal's Ctrl-C or `tini -g` does."""
+        os.killpg(self.process.pid, signum)
+
     async def stop(self) -> None:
         if self.process.returncode is None:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)  # workers too
             await self.process.wait()
         if self._reader is not None:
             self._reader.cancel()

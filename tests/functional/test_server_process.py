@@ -305,3 +305,33 @@ async def test_sigterm_cuts_open_pass_through_streams_within_the_budget(
     finally:
         await serve.stop()
     assert "cutting 1 pass-through request(s) still open" in serve.output
+
+
+async def test_a_signal_to_the_whole_group_still_drains_with_workers(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """Ctrl-C in a terminal signals every process of the group: each worker then gets the
+    signal twice (directly and from the parent), which must not count as a second signal."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serve = await ServeProcess.start(
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream,
+        "--workers",
+        "2",
+        env={"ENVELOPE_PROXY_LIFECYCLE__DRAIN_SECONDS": "2"},
+    )
+    try:
+        await wait_for(lambda: serve.output.count("listening on") == 2, within=30)
+        started = asyncio.get_running_loop().time()
+        serve.signal_group(signal.SIGTERM)
+        assert await serve.wait() == 0
+        assert asyncio.get_running_loop().time() - started >= 1.9  # the drain was served
+    finally:
+        await serve.stop()
