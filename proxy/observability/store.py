@@ -133,5 +133,7 @@ class LedgerFlusher:
         exc = future.exception() if not future.cancelled() else None
         if exc is not None:
             log.warning("ledger %s not written: %s", self._store.path, exc)
+            self._dirty = True  # tried again with the next change, and at shutdown
+            return
         if self._dirty:
             self.mark_dirty()

@@ -135,3 +135,25 @@ async def test_write_failure_is_logged_not_raised(
         flusher.mark_dirty()
         await flusher.close()
     assert "not written" in caplog.text
+
+
+async def test_a_failed_write_is_retried_at_shutdown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A periodic write that failed (disk full, directory not there yet) is not forgotten:
+    close() writes the state even when no change came after the failure."""
+    directory = tmp_path / "later"
+    book = SunsetLedger(DAY, tracking_since=T0)
+    flusher = LedgerFlusher(LedgerStore(directory / "l.json"), book, min_interval=0)
+    with caplog.at_level(logging.WARNING, logger="proxy.observability.store"):
+        book.record("a", "event_request", T0)
+        flusher.mark_dirty()
+        for _ in range(200):  # until the periodic write has run and failed
+            if "not written" in caplog.text:
+                break
+            await asyncio.sleep(0.01)
+    assert "not written" in caplog.text
+    directory.mkdir()
+    await flusher.close()
+    state = orjson.loads((directory / "l.json").read_bytes())
+    assert set(state["clients"]) == {"a"}
