@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 import yaml
 from pydantic import (
     AfterValidator,
@@ -422,7 +423,7 @@ def load_settings(
     try:
         env_data = _EnvSource(env)()
     except Exception as exc:  # pydantic-settings raises SettingsError on malformed JSON values
-        raise ConfigError([f"environment {ENV_PREFIX}*: {exc}"]) from None
+        raise ConfigError([_env_problem(exc, env)]) from None
     layers.append((f"environment {ENV_PREFIX}*", env_data))
     if overrides:
         layers.append(("command line", _nest(overrides)))
@@ -433,6 +434,33 @@ def load_settings(
         return Settings.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, layers)) from None
+
+
+def _env_problem(exc: Exception, env: Mapping[str, str]) -> str:
+    """Name the variables behind an env parsing failure (pydantic-settings names the field)."""
+    match = re.search(r'field "(\w+)"', str(exc))
+    if match is None:
+        return f"environment {ENV_PREFIX}*: {exc}"
+    prefix = f"{ENV_PREFIX}{match[1]}".upper()
+    names = [
+        name
+        for name in sorted(env)
+        if name.upper() == prefix or name.upper().startswith(prefix + ENV_NESTED_DELIMITER)
+    ]
+    not_json = [name for name in names if not _is_json(env[name])]
+    shown = ", ".join(f"{name}={env[name]!r}" for name in (not_json or names))
+    return (
+        f"environment {shown or prefix}: not valid JSON; a list or a section is given as JSON,"
+        f' e.g. {ENV_PREFIX}CLIENTS__SOURCES=\'["header:X-Team","peer"]\''
+    )
+
+
+def _is_json(text: str) -> bool:
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def restart_needed(old: Settings, new: Settings) -> list[str]:

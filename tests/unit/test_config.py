@@ -370,3 +370,17 @@ def test_an_empty_state_file_means_no_state_file() -> None:
     assert settings.clients.state_file is None
     settings = load_settings(None, {"clients.state_file": ""}, environ={})
     assert settings.clients.state_file is None
+
+
+def test_an_env_value_that_is_not_json_names_the_variable() -> None:
+    """A list given without JSON in an env var is reported by variable name, with an example."""
+    problems = problems_of(
+        None,
+        environ={
+            "ENVELOPE_PROXY_CLIENTS__SOURCES": "header:X-Team",
+            "ENVELOPE_PROXY_CLIENTS__MAX_CLIENTS": "5",
+        },
+    )
+    assert "ENVELOPE_PROXY_CLIENTS__SOURCES='header:X-Team': not valid JSON" in problems
+    assert "MAX_CLIENTS" not in problems
+    assert "_EnvSource" not in problems
