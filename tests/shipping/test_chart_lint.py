@@ -190,3 +190,14 @@ def test_plain_yaml_files_pass_yamllint() -> None:
         for p in linter.run(path.read_text(encoding="utf-8"), config)
     ]
     assert problems == []
+
+
+def test_an_image_digest_pins_the_image_and_labels_stay_valid() -> None:
+    """`image.digest` pulls by digest; the version label keeps the plain tag."""
+    digest = "sha256:" + "ab" * 32
+    values = {"mode": "standalone", "upstream": {"url": "http://noetl:8082"}}
+    objects = render(merge_values(values, {"image": {"tag": "0.1.0", "digest": digest}}))
+    _, container = proxy_container(find(objects, "Deployment"))
+    assert container["image"] == f"envelope-proxy:0.1.0@{digest}"
+    versions = {o["metadata"]["labels"]["app.kubernetes.io/version"] for o in objects}
+    assert versions == {"0.1.0"}

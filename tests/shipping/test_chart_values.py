@@ -33,6 +33,8 @@ SCHEMA_ERRORS: list[tuple[dict[str, Any], str]] = [
     ({"upstream": {"url": "http://ops:secret@noetl:8082"}}, "at '/upstream/url'"),
     ({"config": {"file": {"limits": {"keepalive_timeout_seconds": 0}}}}, "keepalive_timeout"),
     ({"shadow": "yes"}, "at '/shadow'"),
+    ({"image": {"tag": "0.1.0@sha256:" + "ab" * 32}}, "at '/image/tag'"),
+    ({"image": {"digest": "sha256:abc"}}, "at '/image/digest'"),
     ({"rules": {"files": {"rules.txt": "x: 1"}}}, "'rules.txt' does not match pattern"),
     ({"replicaCount": 0}, "at '/replicaCount'"),
     ({"image": {"pullPolicy": "Sometimes"}}, "at '/image/pullPolicy'"),

@@ -47,9 +47,13 @@ The chart name, chart version and app version are repeated here because a host c
 {{- end -}}
 {{- end -}}
 
-{{/* Image reference: values.image.repository:tag (tag defaults to the app version). */}}
+{{/* Image reference: repository:tag (tag defaults to the app version), @digest when set. */}}
 {{- define "envelope-proxy.image" -}}
-{{- printf "%s:%s" .values.image.repository (default (include "envelope-proxy.appVersion" .) .values.image.tag) -}}
+{{- $ref := printf "%s:%s" .values.image.repository (default (include "envelope-proxy.appVersion" .) .values.image.tag) -}}
+{{- if .values.image.digest -}}
+{{- $ref = printf "%s@%s" $ref .values.image.digest -}}
+{{- end -}}
+{{- $ref -}}
 {{- end -}}
 
 {{/* Labels selecting this release's proxy pods (standalone). */}}
@@ -62,7 +66,7 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- define "envelope-proxy.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" (include "envelope-proxy.chartName" .) (include "envelope-proxy.chartVersion" .) }}
 {{ include "envelope-proxy.selectorLabels" . }}
-app.kubernetes.io/version: {{ default (include "envelope-proxy.appVersion" .) .values.image.tag | quote }}
+app.kubernetes.io/version: {{ default (include "envelope-proxy.appVersion" .) .values.image.tag | trunc 63 | trimSuffix "-" | quote }}
 app.kubernetes.io/component: proxy
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end -}}
