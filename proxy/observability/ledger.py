@@ -195,9 +195,17 @@ def _mapping(value: object, where: str) -> dict[str, Any]:
     return value
 
 
+# Unix seconds up to the year 9999: what a report can still print as a date.
+_MAX_TIMESTAMP = 253_402_300_799
+
+
 def _number(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise LedgerFormatError(f"{where}: expected a non-negative number")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value <= _MAX_TIMESTAMP
+    ):
+        raise LedgerFormatError(f"{where}: expected a Unix time in seconds")
     return float(value)
 
 

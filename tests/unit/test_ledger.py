@@ -155,6 +155,8 @@ def _valid() -> dict[str, Any]:
         pytest.param(("clients", "a", "shapes", "batch", "count"), 0, id="count-zero"),
         pytest.param(("clients", "a", "shapes", "batch", "count"), 1.5, id="count-float"),
         pytest.param(("clients", "a", "shapes", "batch", "last_seen"), -1, id="negative-time"),
+        pytest.param(("clients", "a", "shapes", "batch", "last_seen"), 1e20, id="time-too-far"),
+        pytest.param(("tracking_since",), float("inf"), id="since-infinite"),
         pytest.param(("clients", "a", "shapes", "batch", "extra"), 1, id="extra-key"),
     ],
 )
