@@ -31,6 +31,7 @@ from proxy.envelope.jsonbody import (
     decode_string,
     is_string,
     json_type,
+    refuse_repeated_keys,
     split_array,
     split_nested,
 )
@@ -334,6 +335,7 @@ def _meta(value: JsonBytes | None, original_status: str | None, ctx: Context) ->
         return value
     existing = split_nested(data)
     assert existing is not None  # it starts with a brace
+    refuse_repeated_keys(data, existing, "meta.")
     add_attempts = attempts is not None and "attempts" not in existing
     if not add_attempts and original_status is None:
         return value
@@ -401,6 +403,7 @@ def _convert_item(raw: Raw, target: Target, ctx: Context) -> bytes:
     item = split_nested(raw)
     if item is None:
         raise InvalidFieldType(f"an item must be a JSON object, got {json_type(raw)}")
+    refuse_repeated_keys(raw, item)
     item_keys = target.item_keys
     values, origins, extras = _collect(item, ctx.item_key_fields, frozenset(item_keys.values()))
     parts: list[JsonBytes] = []

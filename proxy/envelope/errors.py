@@ -50,7 +50,7 @@ class UnknownShape(EnvelopeError):
 
 class ConflictingFields(EnvelopeError):
     code = "conflicting_fields"
-    title = "Body carries both names of one field"
+    title = "Body gives one field twice (two names, or one key repeated)"
 
 
 class MissingField(EnvelopeError):

@@ -7,17 +7,26 @@ pass in Python. Raw values are buffers: `bytes.join` writes them out without a c
 
 Before splitting, three bounds are enforced in C-speed passes: valid UTF-8, nesting depth,
 and integer literals beyond 64 bits (which most JSON stacks, orjson included, silently turn
-into floats).
+into floats). An object the engine rewrites must not repeat a key: the split would keep the
+last value and drop the first without a word (`refuse_repeated_keys`).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Literal
 
 import msgspec
 
-from proxy.envelope.errors import InvalidFieldType, InvalidId, InvalidJson, NotAnObject, TooDeep
+from proxy.envelope.errors import (
+    ConflictingFields,
+    InvalidFieldType,
+    InvalidId,
+    InvalidJson,
+    NotAnObject,
+    TooDeep,
+)
 
 Raw = msgspec.Raw
 RawObject = dict[str, msgspec.Raw]
@@ -65,7 +74,65 @@ def split_object(body: bytes, max_depth: int) -> RawObject:
         raise TooDeep("the body is nested too deeply") from exc
     if _LONG_DIGITS in folded:
         _refuse_big_integers(members)
+    refuse_repeated_keys(body, members)
     return members
+
+
+_WHITESPACE = b" \t\n\r"
+
+
+def _whitespace(data: Raw | bytes) -> int:
+    return len(data) - len(bytes(data).translate(None, _WHITESPACE))
+
+
+def refuse_repeated_keys(raw: Raw | bytes, members: RawObject, where: str = "") -> None:
+    """Refuse an object (`raw`, split into `members`) in which a key appears twice.
+
+    The split keeps the last value of a repeated key, so a repetition shows as bytes no
+    kept member accounts for. Kept members of plain keys take exactly `"key":value` plus
+    a comma between them; if the object is longer than that by its whitespace between
+    members alone, nothing was dropped. Only otherwise (escaped or non-ASCII keys, or a
+    real repetition) is the object read again, key by key.
+    """
+    if not members:
+        return
+    size = len(raw)
+    kept = 1 + 4 * len(members)  # braces, quotes, colons and commas
+    for key, value in members.items():
+        kept += len(key) + len(value)
+    if kept == size:
+        return
+    between = _whitespace(raw) - sum(_whitespace(value) for value in members.values())
+    between -= sum(_whitespace(key.encode()) for key in members)
+    if kept + between == size and all(key.isascii() for key in members):
+        return
+    repeated = _repeated_key(bytes(raw))
+    if repeated is not None:
+        raise ConflictingFields(
+            f'key "{where}{repeated}" appears more than once in one object; the proxy does'
+            " not guess which value was meant",
+            field=f"{where}{repeated}",
+        )
+
+
+def _repeated_key(data: bytes) -> str | None:
+    """The first key repeated in the outermost object of `data` (valid JSON), else None."""
+    objects: list[list[tuple[str, object]]] = []
+
+    def keep(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        objects.append(pairs)  # innermost first: the outermost object comes last
+        return {}
+
+    try:
+        json.loads(data, object_pairs_hook=keep)
+    except ValueError:  # pragma: no cover - msgspec has validated it; json is more lenient
+        return None
+    seen: set[str] = set()
+    for key, _ in objects[-1]:
+        if key in seen:
+            return key
+        seen.add(key)
+    return None
 
 
 def split_nested(raw: Raw | bytes) -> RawObject | None:

@@ -12,6 +12,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from proxy.envelope import TARGETS, Engine, EngineOptions, EnvelopeError, load_rules
+from proxy.envelope.errors import ConflictingFields
+from proxy.envelope.jsonbody import refuse_repeated_keys, split_nested
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 NOW = datetime(2026, 6, 5, 12, 0, 0, tzinfo=UTC)
@@ -287,3 +289,57 @@ def test_random_bytes_raise_only_engine_errors(raw: bytes) -> None:
     ):
         with contextlib.suppress(EnvelopeError):
             call(raw)
+
+
+_KEYS = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=6)
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=3),
+    max_leaves=8,
+)
+_LAYOUTS = st.sampled_from(
+    [
+        {"separators": (",", ":")},
+        {"separators": (", ", ": ")},
+        {"indent": 2},
+        {"indent": "\t", "separators": (" ,", " : ")},
+    ]
+)
+
+
+@given(st.dictionaries(_KEYS, _VALUES, min_size=1, max_size=6), _LAYOUTS, st.booleans())
+def test_objects_without_repeated_keys_pass_in_any_layout(
+    obj: dict[str, Any], layout: dict[str, Any], ascii_only: bool
+) -> None:
+    """Whitespace, escapes and non-ASCII keys never pass for a repeated key."""
+    raw = json.dumps(obj, ensure_ascii=ascii_only, **layout).encode()
+    members = split_nested(raw)
+    assert members is not None
+    refuse_repeated_keys(raw, members)
+
+
+@given(
+    st.dictionaries(_KEYS, _VALUES, min_size=1, max_size=6),
+    _VALUES,
+    st.data(),
+    _LAYOUTS,
+    st.booleans(),
+)
+def test_a_repeated_key_is_always_refused(
+    obj: dict[str, Any],
+    value: Any,
+    data: st.DataObject,
+    layout: dict[str, Any],
+    ascii_only: bool,
+) -> None:
+    """A member repeating a key, spelled with escapes or not, anywhere in the object."""
+    key = data.draw(st.sampled_from(sorted(obj)))
+    raw = json.dumps(obj, ensure_ascii=ascii_only, **layout).encode()
+    extra = json.dumps(key, ensure_ascii=not ascii_only).encode()
+    extra += b":" + json.dumps(value).encode()
+    at = data.draw(st.sampled_from(["first", "last"]))
+    raw = b"{" + extra + b"," + raw[1:] if at == "first" else raw[:-1] + b"," + extra + b"}"
+    members = split_nested(raw)
+    assert members is not None
+    with pytest.raises(ConflictingFields):
+        refuse_repeated_keys(raw, members)

@@ -187,6 +187,54 @@ def test_alias_pairs_are_refused_error(extra: dict[str, Any], pair: str) -> None
     assert (error.code, error.field) == ("conflicting_fields", pair)
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        pytest.param(
+            b'{"execution_id":1,"step":"s","event_type":"e","x":1,"x":2}', "x", id="compact"
+        ),
+        pytest.param(
+            b'{\n  "execution_id": 1,\n  "step": "s",\n  "event_type": "e",\n  "payload":'
+            b' {"a": 1},\n  "payload": {"b": 2}\n}',
+            "payload",
+            id="pretty",
+        ),
+        pytest.param(
+            b'{"execution_id":1,"step":"s","event_type":"e","\\u0078":1,"x":2}',
+            "x",
+            id="escaped-spelling",
+        ),
+        pytest.param(
+            b'{"execution_id":1,"step":"s","event_type":"e","meta":{"k":1,"k":2}}',
+            "meta.k",
+            id="in-meta",
+        ),
+    ],
+)
+def test_a_repeated_key_is_refused_not_guessed(body: bytes, field: str) -> None:
+    """A key given twice in an object the proxy rewrites would lose a value: refused."""
+    error = refused_error(body)
+    assert (error.code, error.field) == ("conflicting_fields", field)
+    assert "appears more than once" in error.message
+
+
+def test_a_repeated_key_in_a_batch_item_refuses_the_batch() -> None:
+    """The same check runs on every batch item, and names the item."""
+    body = (
+        b'{"execution_id":1,"events":[{"step":"s","name":"e"},{"step":"s","name":"e","step":"t"}]}'
+    )
+    with pytest.raises(EnvelopeError) as caught:
+        ENGINE.convert_batch(body, "executor_event")
+    assert (caught.value.code, caught.value.index) == ("invalid_batch_item", 1)
+
+
+def test_repeated_keys_inside_forwarded_values_are_left_to_the_upstream() -> None:
+    """Values the proxy does not rewrite are forwarded as written, repetitions included."""
+    body = b'{"execution_id":1,"step":"s","event_type":"e","payload":{"a":1,"a":2}}'
+    out = ENGINE.convert_event(body, "event_request").body
+    assert b'"payload":{"a":1,"a":2}' in out
+
+
 def test_canonical_target_key_order_and_pass_through() -> None:
     """Canonical keys come in contract order, then unknown keys unchanged in input order."""
     body = legacy(
