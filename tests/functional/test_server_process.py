@@ -29,6 +29,24 @@ from tests.samples import REPO_ROOT, sample_bytes
 WORKER_EVENT = sample_bytes("worker_event__command_started")
 
 
+async def serve_two_workers(upstream: str, env: dict[str, str]) -> ServeProcess:
+    """`serve --workers 2` on a fixed free loopback port (workers cannot share port 0)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return await ServeProcess.start(
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream,
+        "--workers",
+        "2",
+        env=env,
+    )
+
+
 async def serve_with_lifecycle(
     tmp_path: Path, upstream: str, *, drain: float, budget: float
 ) -> ServeProcess:
@@ -216,19 +234,9 @@ async def test_workers_share_one_port_and_stop_together(
     with machine ids of their own (wrapping at 1023); worker 0 serves admin, whose `/clients`
     says it is partial; SIGTERM stops both."""
     upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    serve = await ServeProcess.start(
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--upstream",
+    serve = await serve_two_workers(
         upstream,
-        "--workers",
-        "2",
-        env={
+        {
             "ENVELOPE_PROXY_LIFECYCLE__DRAIN_SECONDS": "0",
             "ENVELOPE_PROXY_ENVELOPE__MACHINE_ID": "1023",
         },
@@ -313,20 +321,7 @@ async def test_a_signal_to_the_whole_group_still_drains_with_workers(
     """Ctrl-C in a terminal signals every process of the group: each worker then gets the
     signal twice (directly and from the parent), which must not count as a second signal."""
     upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    serve = await ServeProcess.start(
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--upstream",
-        upstream,
-        "--workers",
-        "2",
-        env={"ENVELOPE_PROXY_LIFECYCLE__DRAIN_SECONDS": "2"},
-    )
+    serve = await serve_two_workers(upstream, {"ENVELOPE_PROXY_LIFECYCLE__DRAIN_SECONDS": "2"})
     try:
         await wait_for(lambda: serve.output.count("listening on") == 2, within=30)
         started = asyncio.get_running_loop().time()
