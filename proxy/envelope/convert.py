@@ -335,10 +335,10 @@ def _meta(value: JsonBytes | None, original_status: str | None, ctx: Context) ->
         return value
     existing = split_nested(data)
     assert existing is not None  # it starts with a brace
-    refuse_repeated_keys(data, existing, "meta.")
     add_attempts = attempts is not None and "attempts" not in existing
     if not add_attempts and original_status is None:
         return value
+    refuse_repeated_keys(data, existing, "meta.")
     parts: list[JsonBytes] = []
     for key, raw in existing.items():
         if key != "original_status" or original_status is None:

@@ -89,10 +89,10 @@ def refuse_repeated_keys(raw: Raw | bytes, members: RawObject, where: str = "") 
     """Refuse an object (`raw`, split into `members`) in which a key appears twice.
 
     The split keeps the last value of a repeated key, so a repetition shows as bytes no
-    kept member accounts for. Kept members of plain keys take exactly `"key":value` plus
-    a comma between them; if the object is longer than that by its whitespace between
-    members alone, nothing was dropped. Only otherwise (escaped or non-ASCII keys, or a
-    real repetition) is the object read again, key by key.
+    kept member accounts for. Kept members of unescaped keys take exactly `"key":value`
+    plus a comma between them; if the object is longer than that by its whitespace between
+    members alone, nothing was dropped. Only otherwise (escaped keys, or a real repetition)
+    is the object read again, key by key.
     """
     if not members:
         return
@@ -102,9 +102,11 @@ def refuse_repeated_keys(raw: Raw | bytes, members: RawObject, where: str = "") 
         kept += len(key) + len(value)
     if kept == size:
         return
+    keys = [key.encode() for key in members]
+    kept += sum(map(len, keys)) - sum(map(len, members))  # non-ASCII keys: bytes, not chars
     between = _whitespace(raw) - sum(_whitespace(value) for value in members.values())
-    between -= sum(_whitespace(key.encode()) for key in members)
-    if kept + between == size and all(key.isascii() for key in members):
+    between -= sum(_whitespace(key) for key in keys)
+    if kept + between == size:
         return
     repeated = _repeated_key(bytes(raw))
     if repeated is not None:

@@ -183,30 +183,27 @@ async def _forward(
     headers[hdrs.CONTENT_TYPE] = "application/json"
     err: UpstreamError | None = None
     slots = request.app[EVENT_SLOTS]
-    timeouts = snapshot.event_timeouts
-    if slots.locked():
-        try:
-            left = await _wait_for_slot(slots, timeouts)
-            detail = f"all upstream connections stayed busy for {timeouts.sock_connect} s"
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not state.past_cutoff() or task is None:
-                raise
-            task.uncancel()
-            left, detail = None, "the proxy is shutting down"
-        if left is None:
-            exchange.record(state, "rejected", error_code=problems.OVERLOADED.code)
-            response = problems.overloaded(f"{detail}; the event was not sent")
-            response.headers.update(exchange.headers())
-            return response
-        timeouts = left
-    else:
-        await slots.acquire()  # free: returns at once
-    if state.past_cutoff():
-        slots.release()
-        err = _shutdown_cutoff()
-    else:
-        try:
+    try:
+        timeouts = await _take_slot(slots, snapshot.event_timeouts)
+    except asyncio.CancelledError:
+        if not _absorb_cutoff(state):
+            raise
+        timeouts = None
+    if timeouts is None:
+        reason = (
+            "the proxy is shutting down"
+            if state.past_cutoff()
+            else "all upstream connections stayed busy for "
+            f"{snapshot.event_timeouts.sock_connect} s"
+        )
+        exchange.record(state, "rejected", error_code=problems.OVERLOADED.code)
+        response = problems.overloaded(f"{reason}; the event was not sent")
+        response.headers.update(exchange.headers())
+        return response
+    try:
+        if state.past_cutoff():
+            err = _shutdown_cutoff()
+        else:
             answer = await post_event(
                 request.app[SESSION],
                 snapshot.upstream_url(request),
@@ -214,18 +211,16 @@ async def _forward(
                 headers,
                 timeouts,
             )
-        except asyncio.CancelledError:
-            # At the shutdown cutoff (`app._cut_off`) the exchange gives up, so the client
-            # gets an answer before the server gives up on its handler.
-            task = asyncio.current_task()
-            if not state.past_cutoff() or task is None:
-                raise
-            task.uncancel()
-            err = _shutdown_cutoff()
-        except UpstreamError as caught:
-            err = caught
-        finally:
-            slots.release()
+    except asyncio.CancelledError:
+        # At the shutdown cutoff (`app._cut_off`) the exchange gives up, so the client
+        # gets an answer before the server gives up on its handler.
+        if not _absorb_cutoff(state):
+            raise
+        err = _shutdown_cutoff()
+    except UpstreamError as caught:
+        err = caught
+    finally:
+        slots.release()
     if err is None:
         outcome: Outcome = (
             "forwarded"
@@ -248,11 +243,24 @@ async def _forward(
     return problems.proxy_problem(err.problem, err.detail, headers=exchange.headers())
 
 
-async def _wait_for_slot(
+def _absorb_cutoff(state: ProxyState) -> bool:
+    """True when the cancellation being handled is the shutdown cutoff's: it is absorbed
+    (the exchange answers instead); False for any other, which the caller re-raises."""
+    task = asyncio.current_task()
+    if not state.past_cutoff() or task is None:
+        return False
+    task.uncancel()
+    return True
+
+
+async def _take_slot(
     slots: asyncio.Semaphore, timeouts: aiohttp.ClientTimeout
 ) -> aiohttp.ClientTimeout | None:
-    """Wait for a free upstream connection as long as a new one may take to connect; the
-    exchange's timeouts for the time left, or None when none came free (never sent)."""
+    """Take a free upstream connection, waiting at most as long as a new one may take to
+    connect: the exchange's timeouts for the time left, or None when none came free."""
+    if not slots.locked():
+        await slots.acquire()  # free: returns at once
+        return timeouts
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:

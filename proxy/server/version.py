@@ -1,11 +1,11 @@
 """The upstream version probe behind `upstream.version: auto`.
 
 `GET {upstream}/api/health` at start and every `probe_interval_seconds` (sooner while the
-upstream has not answered yet). The Rust server
-puts its release in `version`, also in the 503 it answers while its database is down, so a
-200 or a 503 with a JSON object is authoritative: its `version` (or none, as the Python
-server sends) decides the target through the rules' thresholds. Anything else (refused,
-timeout, another status, not JSON) says nothing about the version: the last known one stays.
+upstream has not answered yet). The Rust server puts its release in `version`, also in the
+503 it answers while its database is down, so a 200 or a 503 with a JSON object is
+authoritative: its `version` (or none, as the Python server sends) decides the target
+through the rules' thresholds. Anything else (refused, timeout, another status, not JSON)
+says nothing about the version: the last known one stays.
 """
 
 from __future__ import annotations
