@@ -26,9 +26,9 @@ COPY pyproject.toml requirements.lock README.md ./
 COPY proxy/ proxy/
 COPY rules/ rules/
 # Every dependency version comes from requirements.lock (-c); only the runtime
-# dependencies of the project (plus the "fast" extra, uvloop) are installed.
+# dependencies of the project (uvloop and httptools among them) are installed.
 RUN python -m venv "${VENV}" \
-    && "${VENV}/bin/pip" install --no-cache-dir -c requirements.lock ".[fast]" \
+    && "${VENV}/bin/pip" install --no-cache-dir -c requirements.lock . \
     && "${VENV}/bin/pip" uninstall --yes pip setuptools \
     && "${VENV}/bin/envelope-proxy" --help > /dev/null
 

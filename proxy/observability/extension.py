@@ -30,7 +30,6 @@ from proxy.observability.store import LedgerFlusher, LedgerStore
 from proxy.observability.tracing import (
     annotate_current_span,
     build_tracer_provider,
-    client_trace_config,
     server_middleware,
 )
 from proxy.server.hooks import EventRecord
@@ -86,9 +85,7 @@ class ObservabilityExtension:
         return (server_middleware(self.tracer_provider),)
 
     def client_trace_configs(self) -> Sequence[aiohttp.TraceConfig]:
-        if self.tracer_provider is None:
-            return ()
-        return (client_trace_config(self.tracer_provider),)
+        return ()  # one span per hop: the server span's context goes upstream
 
     def admin_routes(self) -> Sequence[web.RouteDef]:
         return (web.get("/metrics", self._serve_metrics), web.get("/clients", self._serve_clients))

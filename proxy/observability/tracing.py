@@ -1,60 +1,79 @@
-"""Tracing: the proxy's TracerProvider, its server middleware and upstream client hooks.
+"""Tracing: the proxy's TracerProvider and its one SERVER span per request.
 
 Tracing is on when an OTLP endpoint is named: `tracing.otlp_endpoint` in the config (a
 collector base URL such as `http://collector:4318`, `/v1/traces` is appended unless the
 path already ends in it), or the standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` /
 `OTEL_EXPORTER_OTLP_ENDPOINT`. Spans leave over OTLP/HTTP protobuf through a
-BatchSpanProcessor. Everything else is the OpenTelemetry SDK's own environment handling:
-`OTEL_SERVICE_NAME` and `service.name` in `OTEL_RESOURCE_ATTRIBUTES` win over
-`tracing.service_name`; `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` choose the
-sampler; `OTEL_PROPAGATORS` the propagation format (W3C trace context and baggage by
-default); `OTEL_EXPORTER_OTLP_HEADERS`, `..._TIMEOUT`, `..._COMPRESSION` and `OTEL_BSP_*`
-tune the exporter; `OTEL_SDK_DISABLED=true` turns tracing off;
-`OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS` skips paths.
+BatchSpanProcessor and the stock exporter with a faster encoder (`otlp.py`). Everything
+else is the OpenTelemetry SDK's own environment handling: `OTEL_SERVICE_NAME` and
+`service.name` in `OTEL_RESOURCE_ATTRIBUTES` win over `tracing.service_name`;
+`OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` choose the sampler; `OTEL_PROPAGATORS`
+the propagation format (W3C trace context and baggage by default);
+`OTEL_EXPORTER_OTLP_HEADERS`, `..._TIMEOUT`, `..._COMPRESSION` and `OTEL_BSP_*` tune the
+exporter; `OTEL_SDK_DISABLED=true` turns tracing off;
+`OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS` skips paths; `OTEL_SEMCONV_STABILITY_OPT_IN`
+set to `http/dup` adds the old HTTP attribute names to the stable ones (the default).
 
-Without an endpoint nothing is installed: no middleware, no client hooks, no provider.
+Without an endpoint nothing is installed: no middleware, no provider.
 
-The server span comes from an explicit middleware built on the helpers of
-`opentelemetry-instrumentation-aiohttp-server` (span name `"{METHOD} {route}"`,
-`http.route`, HTTP attributes and status). Its own `create_aiohttp_middleware` depends on
-module state that only the monkeypatching `instrument()` sets up, so it is not used. The
-upstream client span and the `traceparent` the upstream receives come from
-`opentelemetry-instrumentation-aiohttp-client`'s `create_trace_config`: the propagator
-injects the client span's context, the inbound header is never copied.
+One span per hop, as Envoy does: the SERVER span of each request (continuing the caller's
+trace context) is the parent the upstream sees, its context injected by the configured
+propagator into the upstream request (events and pass-through alike); there is no separate
+CLIENT span. The sampler decides before any attribute is collected. HTTP attributes come
+from `opentelemetry-instrumentation-aiohttp-server`'s helpers in the stable semantic
+conventions; the span is named `"{method} {http.route}"` for the event routes and
+`"{method}"` for pass-through (whose route is any path); a server span's status is left
+unset for 4xx and is ERROR for 5xx, and `error.type` carries the problem code (such as
+`unknown_shape` or `upstream_timeout`) or else the status code.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
 
-import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+from opentelemetry.instrumentation._semconv import _StabilityMode
 from opentelemetry.instrumentation.aiohttp_server import (
     collect_request_attributes,
-    get_default_span_name,
-    getter,
     set_status_code,
 )
-from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.propagate import extract
+from opentelemetry.propagate import get_global_textmap
 from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_ENDPOINT,
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
     OTEL_SDK_DISABLED,
 )
-from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
+from opentelemetry.sdk.resources import (
+    SERVICE_NAME,
+    SERVICE_VERSION,
+    OTELResourceDetector,
+    Resource,
+)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.util.http import get_excluded_urls
+from opentelemetry.util.http import get_excluded_urls, sanitize_method
 
-from proxy.server.hooks import EventRecord
+from proxy.server.hooks import PROBLEM_CODE, TRACE_HEADERS, EventRecord, TraceHeaders
 
 TRACES_PATH = "/v1/traces"
+SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _package_version() -> str:
+    try:
+        return version("envelope-proxy")
+    except PackageNotFoundError:  # a checkout used without installing it
+        return "0+unknown"
+
+
+# `service.version` of every span; read once, at import (it reads package metadata files).
+SERVICE_VERSION_VALUE = _package_version()
 
 
 def tracing_enabled(otlp_endpoint: str | None) -> bool:
@@ -74,62 +93,99 @@ def traces_url(base: str) -> str:
     return trimmed if trimmed.endswith(TRACES_PATH) else trimmed + TRACES_PATH
 
 
+def semconv_mode() -> _StabilityMode:
+    """Stable HTTP conventions, plus the old names when `http/dup` is opted into."""
+    opted = {t.strip().lower() for t in os.environ.get(SEMCONV_OPT_IN, "").split(",")}
+    return _StabilityMode.HTTP_DUP if "http/dup" in opted else _StabilityMode.HTTP
+
+
 def build_tracer_provider(otlp_endpoint: str | None, service_name: str) -> TracerProvider | None:
     """A TracerProvider exporting over OTLP/HTTP, or None when tracing is off."""
     if not tracing_enabled(otlp_endpoint):
         return None
     # Imported here so that a proxy without tracing never loads the exporter.
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from proxy.observability.otlp import FastOTLPSpanExporter
 
     env_attributes = OTELResourceDetector().detect().attributes
     attributes = {} if SERVICE_NAME in env_attributes else {SERVICE_NAME: service_name}
+    if SERVICE_VERSION not in env_attributes:
+        attributes[SERVICE_VERSION] = SERVICE_VERSION_VALUE
     provider = TracerProvider(resource=Resource.create(attributes), shutdown_on_exit=False)
-    exporter = OTLPSpanExporter(endpoint=traces_url(otlp_endpoint) if otlp_endpoint else None)
+    exporter = FastOTLPSpanExporter(endpoint=traces_url(otlp_endpoint) if otlp_endpoint else None)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
 
 
+def _fixed_route(request: web.Request) -> str | None:
+    """The route of a request when it names one path (the event routes), else None: the
+    pass-through route matches any path, which says nothing about the request."""
+    resource = request.match_info.route.resource
+    canonical = resource.canonical if resource is not None else None
+    return canonical if canonical and "{" not in canonical else None
+
+
 def server_middleware(provider: trace.TracerProvider) -> Middleware:
-    """One SERVER span per request, continuing the caller's trace context."""
-    tracer = provider.get_tracer("proxy.observability.tracing")
+    """One SERVER span per request, continuing the caller's trace context, whose context
+    the upstream request carries."""
+    tracer = provider.get_tracer("proxy.observability.tracing", SERVICE_VERSION_VALUE)
     excluded = get_excluded_urls("AIOHTTP_SERVER")
+    propagator = get_global_textmap()
+    replaces = frozenset(name.lower().encode() for name in propagator.fields)
+    mode = semconv_mode()
 
     @web.middleware
     async def trace_request(request: web.Request, handler: _Handler) -> web.StreamResponse:
-        if excluded is not None and excluded.url_disabled(request.url.path):
+        if excluded is not None and excluded.url_disabled(request.path):
             return await handler(request)
-        # Attributes are collected only for recorded spans: unsampled requests skip the work.
-        with tracer.start_as_current_span(
-            get_default_span_name(request),
-            context=extract(request, getter=getter),
+        method = sanitize_method(request.method)
+        route = _fixed_route(request)
+        verb = "HTTP" if method == "_OTHER" else method  # as the conventions name it
+        name = verb if route is None else f"{verb} {route}"
+        parent = propagator.extract(request.headers)
+        span = tracer.start_span(
+            name,
+            context=parent,
             kind=trace.SpanKind.SERVER,
             record_exception=False,
             set_status_on_exception=False,
-        ) as span:
-            if not span.is_recording():
+        )
+        current = trace.set_span_in_context(span, parent)
+        carrier: dict[str, str] = {}
+        propagator.inject(carrier, context=current)
+        request[TRACE_HEADERS] = TraceHeaders(
+            tuple((k.encode(), v.encode()) for k, v in carrier.items()), replaces
+        )
+        token = otel_context.attach(current)
+        try:
+            if not span.is_recording():  # not sampled: no attribute work at all
                 return await handler(request)
-            attributes = collect_request_attributes(request)
+            attributes = collect_request_attributes(request, mode)
+            if route is None:
+                attributes.pop("http.route", None)
             span.set_attributes(attributes)
             try:
                 response = await handler(request)
             except web.HTTPException as exc:
-                set_status_code(span, exc.status_code, attributes)
-                if exc.status_code >= 500:
-                    span.record_exception(exc)
+                _set_outcome(span, exc.status_code, None, mode)
                 raise
             except Exception as exc:
+                span.set_attribute("error.type", type(exc).__qualname__)
                 span.set_status(trace.StatusCode.ERROR, type(exc).__qualname__)
                 span.record_exception(exc)
                 raise
-            set_status_code(span, response.status, attributes)
+            _set_outcome(span, response.status, response.get(PROBLEM_CODE), mode)
             return response
+        finally:
+            span.end()
+            otel_context.detach(token)
 
     return trace_request
 
 
-def client_trace_config(provider: trace.TracerProvider) -> aiohttp.TraceConfig:
-    """Hooks for the upstream ClientSession: one CLIENT span per call, context injected."""
-    return create_trace_config(tracer_provider=provider, meter_provider=NoOpMeterProvider())
+def _set_outcome(span: trace.Span, status: int, code: str | None, mode: _StabilityMode) -> None:
+    set_status_code(span, status, sem_conv_opt_in_mode=mode)
+    if status >= 400:
+        span.set_attribute("error.type", code or str(status))
 
 
 def annotate_current_span(record: EventRecord, client: str) -> None:
@@ -164,7 +220,6 @@ def annotate_current_span(record: EventRecord, client: str) -> None:
         span.set_attribute("noetl.error.code", code)
         if record.upstream_status is not None:
             span.set_attribute("noetl.upstream.status_code", record.upstream_status)
-        span.set_status(trace.StatusCode.ERROR, code)
 
 
 def _fallback_code(record: EventRecord) -> str:

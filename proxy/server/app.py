@@ -21,12 +21,14 @@ from aiohttp import hdrs, web
 
 from proxy.config import Settings
 from proxy.envelope.ids import SnowflakeMinter
-from proxy.server import events, passthrough
+from proxy.server import events, passthrough, problems
+from proxy.server.forward import UpstreamError
 from proxy.server.headers import SKIP_AUTO_HEADERS
 from proxy.server.hooks import Extension
-from proxy.server.keys import EVENT_SLOTS, SESSION, STATE, STREAM_SESSION, STREAMS, TASKS
+from proxy.server.keys import POOLS, STATE, STREAM_SESSION, STREAMS, UPSTREAM_STATS
 from proxy.server.reload import ConfigReloader
 from proxy.server.state import ProxyState
+from proxy.server.upstream import UpstreamPools, UpstreamStats
 from proxy.server.version import VersionProbe
 
 log = logging.getLogger("envelope_proxy.server")
@@ -41,6 +43,8 @@ def server_kwargs(settings: Settings) -> dict[str, Any]:
     Request bodies are not decompressed, so pass-through bodies reach the upstream as sent.
     An idle keep-alive connection is closed after `limits.keepalive_timeout_seconds`
     (aiohttp's own default, 75 s, lets idle clients hold sockets and memory for long).
+    Handlers are not cancelled when their client leaves (aiohttp's default, which its test
+    server changes): an event exchange runs to its end and its outcome is recorded.
     """
     return {
         "auto_decompress": False,
@@ -59,16 +63,18 @@ async def _close_when_draining(request: web.Request, response: web.StreamRespons
         response.headers[hdrs.CONNECTION] = "close"
 
 
-def _cut_off(
-    state: ProxyState,
-    exchanges: set[asyncio.Future[web.StreamResponse]],
-    streams: set[asyncio.Task[Any]],
-) -> None:
-    """The shutdown budget is nearly spent: exchanges still waiting for the upstream give up,
-    and pass-through streams still open are cut (an SSE stream may never end by itself)."""
+def _cut_off(state: ProxyState, pools: UpstreamPools, streams: set[asyncio.Task[Any]]) -> None:
+    """The shutdown budget is nearly spent: exchanges still waiting for the upstream give up
+    (504), events still waiting for a connection are not sent (503), and pass-through streams
+    still open are cut (an SSE stream may never end by itself)."""
     state.cut_off = True
-    for task in list(exchanges):
-        task.cancel()  # `events` answers these 504
+    pools.cut_off(
+        UpstreamError(
+            problems.UPSTREAM_TIMEOUT,
+            "the proxy is shutting down and the upstream has not answered yet; "
+            "the event may or may not have been stored",
+        )
+    )
     if streams:
         log.warning("shutdown: cutting %d pass-through request(s) still open", len(streams))
     for stream in list(streams):
@@ -84,27 +90,7 @@ async def _mark_shutdown(app: web.Application) -> None:
     # Answer (504) slightly before the server cancels the handlers at the deadline. One
     # timer for all exchanges, so a request pays for no deadline of its own.
     state.shutdown_cutoff = state.shutdown_deadline - min(0.5, timeout / 10)
-    loop.call_at(state.shutdown_cutoff, _cut_off, state, app[TASKS], app[STREAMS])
-
-
-async def _finish_orphans(app: web.Application) -> None:
-    """Let exchanges whose client left finish within the shutdown budget, then give up."""
-    tasks = app[TASKS]
-    orphans = set(tasks)
-    if not orphans:
-        return
-    deadline = app[STATE].shutdown_deadline
-    remaining = 0.0 if deadline is None else deadline - asyncio.get_running_loop().time()
-    _, pending = await asyncio.wait(orphans, timeout=max(remaining, 0.0))
-    if pending:
-        log.warning(
-            "shutdown: abandoning %d upstream exchange(s) still waiting for the upstream; "
-            "their events may or may not have been stored",
-            len(pending),
-        )
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending)
+    loop.call_at(state.shutdown_cutoff, _cut_off, state, app[POOLS], app[STREAMS])
 
 
 async def _upstream(app: web.Application) -> AsyncIterator[None]:
@@ -124,8 +110,7 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
             timeout=timeout,
         )
 
-    app[SESSION] = session = client_session(state.snapshot.event_timeouts)
-    app[EVENT_SLOTS] = asyncio.Semaphore(pool)
+    app[POOLS] = pools = UpstreamPools(pool, app[UPSTREAM_STATS])
     app[STREAM_SESSION] = stream_session = client_session(state.snapshot.stream_timeouts)
     probe = VersionProbe(state)
     app[PROBE] = probe
@@ -143,8 +128,7 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
         for task in background:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await _finish_orphans(app)
-        await session.close()
+        pools.close()
         await stream_session.close()
         await probe.close()
         for ext in state.extensions:
@@ -171,7 +155,7 @@ def create_app(
     middlewares = [mw for ext in extensions for mw in ext.server_middlewares()]
     app = web.Application(middlewares=middlewares, client_max_size=settings.limits.max_body_bytes)
     app[STATE] = state
-    app[TASKS] = set()
+    app[UPSTREAM_STATS] = UpstreamStats()
     app[STREAMS] = set()
     events.add_routes(app)
     passthrough.add_routes(app)

@@ -8,7 +8,8 @@ converts it for the snapshot's target (its refusals become problem+json with its
 the upstream's answer is relayed as it came (status, body bytes, content type, encoding,
 `Retry-After`), so the client never sees a 2xx the upstream did not give.
 
-The upstream exchange runs in its own task: a client that disconnects after sending its
+The upstream exchange runs in the handler, over the event pool (`upstream.py`): the server
+never cancels a handler whose client left, so a client that disconnects after sending its
 body does not cancel the forwarding, and the outcome is still recorded.
 """
 
@@ -18,17 +19,17 @@ import asyncio
 import logging
 from typing import Literal
 
-import aiohttp
 import orjson
 from aiohttp import hdrs, web
 
 from proxy.envelope import Conversion, EnvelopeError
 from proxy.server import problems
-from proxy.server.forward import Answer, UpstreamError, post_event
-from proxy.server.headers import upstream_request_headers
-from proxy.server.hooks import ClientHints, EventRecord, Outcome
-from proxy.server.keys import EVENT_SLOTS, SESSION, STATE, TASKS
+from proxy.server.forward import Answer, UpstreamError
+from proxy.server.headers import event_request_headers
+from proxy.server.hooks import TRACE_HEADERS, ClientHints, EventRecord, Outcome
+from proxy.server.keys import POOLS, STATE
 from proxy.server.state import ProxyState, Snapshot
+from proxy.server.upstream import PoolBusy, request_bytes
 
 log = logging.getLogger("envelope_proxy.server")
 
@@ -47,14 +48,6 @@ def is_json_content_type(request: web.BaseRequest) -> bool:
         return False
     charset = request.charset
     return charset is None or charset.lower() in ("utf-8", "utf8")
-
-
-def _shutdown_cutoff() -> UpstreamError:
-    return UpstreamError(
-        problems.UPSTREAM_TIMEOUT,
-        "the proxy is shutting down and the upstream has not answered yet; "
-        "the event may or may not have been stored",
-    )
 
 
 class _BodyTooLarge(Exception):
@@ -179,48 +172,38 @@ async def _forward(
     request: web.Request, state: ProxyState, exchange: _Exchange, conv: Conversion
 ) -> web.StreamResponse:
     snapshot = exchange.snapshot
-    headers = upstream_request_headers(request, keep_content_length=False)
-    headers[hdrs.CONTENT_TYPE] = "application/json"
+    settings = snapshot.settings.upstream
     err: UpstreamError | None = None
-    slots = request.app[EVENT_SLOTS]
     try:
-        timeouts = await _take_slot(slots, snapshot.event_timeouts)
-    except asyncio.CancelledError:
-        if not _absorb_cutoff(state):
-            raise
-        timeouts = None
-    if timeouts is None:
+        upstream = request.app[POOLS].get(snapshot.upstream_origin, snapshot.generation)
+        trace = request.get(TRACE_HEADERS)
+        if trace is None:
+            headers = event_request_headers(request)
+        else:
+            headers = event_request_headers(request, trace.replaces)
+            headers.extend(trace.headers)
+        outgoing = request_bytes(
+            b"POST", snapshot.upstream_target(request), upstream.host_header, headers, conv.body
+        )
+        loop = asyncio.get_running_loop()
+        answer = await upstream.send(
+            outgoing,
+            deadline=loop.time() + settings.timeout_seconds,
+            connect_timeout=settings.connect_timeout_seconds,
+            budget=settings.timeout_seconds,
+        )
+    except PoolBusy:
         reason = (
             "the proxy is shutting down"
             if state.past_cutoff()
-            else "all upstream connections stayed busy for "
-            f"{snapshot.event_timeouts.sock_connect} s"
+            else f"all upstream connections stayed busy for {settings.connect_timeout_seconds} s"
         )
         exchange.record(state, "rejected", error_code=problems.OVERLOADED.code)
         response = problems.overloaded(f"{reason}; the event was not sent")
         response.headers.update(exchange.headers())
         return response
-    try:
-        if state.past_cutoff():
-            err = _shutdown_cutoff()
-        else:
-            answer = await post_event(
-                request.app[SESSION],
-                snapshot.upstream_url(request),
-                conv.body,
-                headers,
-                timeouts,
-            )
-    except asyncio.CancelledError:
-        # At the shutdown cutoff (`app._cut_off`) the exchange gives up, so the client
-        # gets an answer before the server gives up on its handler.
-        if not _absorb_cutoff(state):
-            raise
-        err = _shutdown_cutoff()
     except UpstreamError as caught:
         err = caught
-    finally:
-        slots.release()
     if err is None:
         outcome: Outcome = (
             "forwarded"
@@ -241,36 +224,6 @@ async def _forward(
     )
     exchange.record(state, "upstream_failed", error_code=err.problem.code)
     return problems.proxy_problem(err.problem, err.detail, headers=exchange.headers())
-
-
-def _absorb_cutoff(state: ProxyState) -> bool:
-    """True when the cancellation being handled is the shutdown cutoff's: it is absorbed
-    (the exchange answers instead); False for any other, which the caller re-raises."""
-    task = asyncio.current_task()
-    if not state.past_cutoff() or task is None:
-        return False
-    task.uncancel()
-    return True
-
-
-async def _take_slot(
-    slots: asyncio.Semaphore, timeouts: aiohttp.ClientTimeout
-) -> aiohttp.ClientTimeout | None:
-    """Take a free upstream connection, waiting at most as long as a new one may take to
-    connect: the exchange's timeouts for the time left, or None when none came free."""
-    if not slots.locked():
-        await slots.acquire()  # free: returns at once
-        return timeouts
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    try:
-        async with asyncio.timeout(timeouts.sock_connect):
-            await slots.acquire()
-    except TimeoutError:
-        return None
-    # The client's clock started with its request: waiting must not extend the budget.
-    left = max((timeouts.total or 0.0) - (loop.time() - started), 0.001)
-    return aiohttp.ClientTimeout(total=left, sock_connect=timeouts.sock_connect)
 
 
 def _too_many(max_inflight: int) -> str:
@@ -325,7 +278,6 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
 
     state.inflight += 1
     state.inflight_bytes += reserved
-    forwarding = False
     try:
         try:
             body = await _read_body(
@@ -369,29 +321,12 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
         exchange.conversion = conv
         exchange.shape = conv.shape
 
-        # Shielded: a client disconnect cancels this handler, never the upstream exchange,
-        # which keeps its in-flight slot until it is over.
-        task = asyncio.ensure_future(_forward(request, state, exchange, conv))
-        forwarding = True
-        tasks = request.app[TASKS]
-        tasks.add(task)
-        task.add_done_callback(lambda done: _finished(state, tasks, done, reserved))
-        return await asyncio.shield(task)
+        # The server never cancels a handler when its client leaves (`server_kwargs`): the
+        # exchange runs to its end here and its outcome is recorded.
+        return await _forward(request, state, exchange, conv)
     finally:
-        if not forwarding:
-            state.inflight -= 1
-            state.inflight_bytes -= reserved
-
-
-def _finished(
-    state: ProxyState,
-    tasks: set[asyncio.Future[web.StreamResponse]],
-    task: asyncio.Future[web.StreamResponse],
-    reserved: int,
-) -> None:
-    state.inflight -= 1
-    state.inflight_bytes -= reserved
-    tasks.discard(task)
+        state.inflight -= 1
+        state.inflight_bytes -= reserved
 
 
 async def _expect(request: web.Request) -> web.StreamResponse | None:

@@ -86,3 +86,46 @@ def upstream_request_headers(
 def client_response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """The upstream's response headers minus hop-by-hop ones, for the client."""
     return _end_to_end(upstream, frozenset())
+
+
+# What an event request to the upstream never carries from the client: hop-by-hop headers,
+# what the proxy sets itself, and the body's old framing and type (the body is rewritten).
+_EVENT_DROP: frozenset[bytes] = frozenset(
+    name.encode()
+    for name in HOP_BY_HOP | _REQUEST_OWN | {"content-length", "content-type", "x-forwarded-for"}
+)
+
+
+def event_request_headers(
+    request: BaseRequest, replaced: frozenset[bytes] = frozenset()
+) -> list[tuple[bytes, bytes]]:
+    """Headers to send upstream with a rewritten event body, as raw bytes in arrival order.
+
+    The same rules as `upstream_request_headers`, on the bytes the client sent (so values
+    are never decoded and re-encoded), plus `Content-Type: application/json`. `replaced`
+    names (lower case) headers the caller sets itself, such as the trace context.
+    """
+    raw = request.raw_headers
+    tokens: set[bytes] = set()
+    for name, value in raw:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    kept: list[tuple[bytes, bytes]] = []
+    forwarded_for: list[bytes] = []
+    host: bytes | None = None
+    for name, value in raw:
+        lower = name.lower()
+        if lower in _EVENT_DROP or lower in tokens or lower in replaced:
+            if lower == b"x-forwarded-for" and lower not in tokens:
+                forwarded_for.append(value)
+            elif lower == b"host" and host is None:
+                host = value
+            continue
+        kept.append((name, value))
+    forwarded_for.append((request.remote or "").encode())
+    kept.append((b"Content-Type", b"application/json"))
+    kept.append((b"X-Forwarded-For", b", ".join(forwarded_for)))
+    kept.append((b"X-Forwarded-Proto", request.scheme.encode()))
+    if host:
+        kept.append((b"X-Forwarded-Host", host))
+    return kept

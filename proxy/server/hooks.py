@@ -20,6 +20,21 @@ Outcome = Literal["forwarded", "upstream_rejected", "upstream_failed", "rejected
 
 
 @dataclass(frozen=True, slots=True)
+class TraceHeaders:
+    """The trace context an extension wants the upstream request to carry: `headers` to
+    add, and the (lower-case) names they replace in what the client sent."""
+
+    headers: tuple[tuple[bytes, bytes], ...]
+    replaces: frozenset[bytes]
+
+
+# Put on a request by a tracing middleware; read by the code that calls the upstream.
+TRACE_HEADERS = web.RequestKey("envelope_proxy_trace_headers", TraceHeaders)
+# Put on a problem+json response: its stable code, for whatever records the answer.
+PROBLEM_CODE = web.ResponseKey("envelope_proxy_problem_code", str)
+
+
+@dataclass(frozen=True, slots=True)
 class ClientHints:
     """Raw material for a client identity; the extension chooses the identity from it."""
 

@@ -26,6 +26,7 @@ from proxy.server.headers import (
     client_response_headers,
     upstream_request_headers,
 )
+from proxy.server.hooks import TRACE_HEADERS
 from proxy.server.keys import STATE, STREAM_SESSION, STREAMS
 
 log = logging.getLogger("envelope_proxy.server")
@@ -57,6 +58,12 @@ async def _open(request: web.Request, body: _ClientBody | None) -> aiohttp.Clien
     session = request.app[STREAM_SESSION]
     url = snapshot.upstream_url(request)
     headers = upstream_request_headers(request, keep_content_length=True)
+    trace = request.get(TRACE_HEADERS)
+    if trace is not None:  # the proxy's span is the upstream's parent, not the caller's
+        for name in trace.replaces:
+            headers.popall(name.decode(), None)
+        for name, value in trace.headers:
+            headers.add(name.decode(), value.decode())
     has_body = body is not None
     retried = False
     while True:

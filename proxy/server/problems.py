@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from proxy.envelope import EnvelopeError
+from proxy.server.hooks import PROBLEM_CODE
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -79,6 +80,7 @@ def problem_response(
         content_type=PROBLEM_CONTENT_TYPE,
         headers=headers,
     )
+    response[PROBLEM_CODE] = str(body["code"])
     if close:
         response.force_close()
     return response

@@ -37,10 +37,19 @@ class Snapshot:
     target: str
     upstream_version: str | None
     upstream_base: str  # upstream URL without a trailing slash; request paths are appended
+    upstream_origin: str  # scheme://host:port of the upstream, what event connections open
+    upstream_prefix: bytes  # the upstream URL's base path (encoded), before request paths
     client_header: str | None
     event_timeouts: aiohttp.ClientTimeout
     stream_timeouts: aiohttp.ClientTimeout
     generation: int
+
+    def upstream_target(self, request: BaseRequest) -> bytes:
+        """The request target for the upstream: base path, then the raw path and query."""
+        raw = request.raw_path
+        if not raw.startswith("/"):  # absolute-form or asterisk-form request target
+            raw = request.rel_url.raw_path_qs
+        return self.upstream_prefix + raw.encode("utf-8", "surrogateescape")
 
     def upstream_url(self, request: BaseRequest) -> URL:
         """The upstream URL for a request: its raw path and query, still percent-encoded."""
@@ -93,6 +102,7 @@ def make_snapshot(
 ) -> Snapshot:
     target, version = choose_target(settings, rules, probed)
     upstream = settings.upstream
+    base = URL(upstream.url.rstrip("/"))
     return Snapshot(
         settings=settings,
         rules=rules,
@@ -100,6 +110,8 @@ def make_snapshot(
         target=target,
         upstream_version=version,
         upstream_base=upstream.url.rstrip("/"),
+        upstream_origin=str(base.origin()),
+        upstream_prefix=base.raw_path.rstrip("/").encode(),
         client_header=client_header(settings),
         event_timeouts=aiohttp.ClientTimeout(
             total=upstream.timeout_seconds, sock_connect=upstream.connect_timeout_seconds

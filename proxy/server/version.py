@@ -14,12 +14,12 @@ import asyncio
 import contextlib
 import logging
 
-import aiohttp
 import orjson
-from yarl import URL
 
 from proxy.config import redact_url
+from proxy.server.forward import UpstreamError
 from proxy.server.state import ProxyState
+from proxy.server.upstream import PoolBusy, UpstreamPool, request_bytes
 
 log = logging.getLogger("envelope_proxy.server")
 
@@ -53,7 +53,14 @@ class VersionProbe:
         self._state = state
         self._wake = asyncio.Event()
         self._healthy: bool | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: UpstreamPool | None = None  # one kept-alive connection of its own
+
+    def _pool_for(self, origin: str) -> UpstreamPool:
+        if self._pool is None or self._pool.origin != origin:
+            if self._pool is not None:
+                self._pool.close()
+            self._pool = UpstreamPool(origin, 1)
+        return self._pool
 
     def wake(self) -> None:
         """Probe now (after a reload changed the mode, URL or interval)."""
@@ -64,24 +71,22 @@ class VersionProbe:
         upstream = snapshot.settings.upstream
         if upstream.version != "auto":
             return
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=1, force_close=True),
-                auto_decompress=True,
-            )
-        timeout = aiohttp.ClientTimeout(
-            total=min(upstream.timeout_seconds, MAX_PROBE_SECONDS),
-            sock_connect=upstream.connect_timeout_seconds,
-        )
-        url = URL(snapshot.upstream_base + HEALTH_PATH, encoded=True)
+        pool = self._pool_for(snapshot.upstream_origin)
+        timeout = min(upstream.timeout_seconds, MAX_PROBE_SECONDS)
+        target = snapshot.upstream_prefix + HEALTH_PATH.encode()
         try:
-            async with self._session.get(url, timeout=timeout, allow_redirects=False) as response:
-                body = await response.content.read(MAX_HEALTH_BYTES)
-                authoritative, version = version_from_health(response.status, body)
-                problem = f"answered {response.status} without a JSON body"
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            answer = await pool.send(
+                request_bytes(b"GET", target, pool.host_header, [(b"Accept", b"application/json")]),
+                deadline=asyncio.get_running_loop().time() + timeout,
+                connect_timeout=upstream.connect_timeout_seconds,
+                budget=timeout,
+            )
+            authoritative, version = version_from_health(answer.status, answer.body)
+            problem = f"answered {answer.status} without a JSON body"
+        except (UpstreamError, PoolBusy) as exc:
             authoritative, version = False, None
-            problem = f"unreachable ({exc.__class__.__name__}: {exc})"
+            problem = f"unreachable ({getattr(exc, 'detail', exc.__class__.__name__)})"
+        url = snapshot.upstream_base + HEALTH_PATH
         if self._state.snapshot.upstream_base != snapshot.upstream_base:
             return  # a reload changed the upstream meanwhile; this answer was the old one's
         if authoritative:
@@ -93,7 +98,7 @@ class VersionProbe:
             self._healthy = False
             log.warning(
                 "upstream health probe %s %s; keeping version %s",
-                redact_url(str(url)),
+                redact_url(url),
                 problem,
                 self._state.probed_version or "unknown",
             )
@@ -120,5 +125,5 @@ class VersionProbe:
                 log.exception("upstream version probe failed unexpectedly")
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            self._pool.close()

@@ -32,8 +32,9 @@ from proxy.envelope.ids import SnowflakeMinter
 from proxy.server.admin import create_admin_app
 from proxy.server.app import create_app, server_kwargs
 from proxy.server.hooks import EventRecord
-from proxy.server.keys import STATE
+from proxy.server.keys import STATE, UPSTREAM_STATS
 from proxy.server.state import ProxyState
+from proxy.server.upstream import UpstreamStats
 from tests.samples import REPO_ROOT
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -53,25 +54,23 @@ class Recorder:
         self.targets: list[tuple[str, str | None]] = []
         self.inflight: Callable[[], int] | None = None
         self.closed = False
-        self.attempts = 0  # upstream requests the proxy's client session started
-        self.connections = 0  # upstream connections it opened
+        self.stats = UpstreamStats()  # the event client's, once the proxy app is built
 
-    def _count(self, *_: object) -> Awaitable[None]:
-        self.attempts += 1
-        return asyncio.sleep(0)
+    @property
+    def attempts(self) -> int:
+        """Event requests the proxy started upstream (a retried connect counts twice)."""
+        return self.stats.attempts
+
+    @property
+    def connections(self) -> int:
+        """Upstream connections the event client opened."""
+        return self.stats.connections
 
     def server_middlewares(self) -> Sequence[Any]:
         return ()
 
-    def _count_connection(self, *_: object) -> Awaitable[None]:
-        self.connections += 1
-        return asyncio.sleep(0)
-
     def client_trace_configs(self) -> Sequence[aiohttp.TraceConfig]:
-        config = aiohttp.TraceConfig()
-        config.on_request_start.append(self._count)
-        config.on_connection_create_end.append(self._count_connection)
-        return [config]
+        return ()
 
     def admin_routes(self) -> Sequence[web.RouteDef]:
         async def hello(request: web.Request) -> web.Response:
@@ -184,6 +183,14 @@ async def start_upstream(
     return str(server.make_url("")).rstrip("/")
 
 
+def as_served(server: TestServer) -> None:
+    """Run a test server's handlers as `serve` does: not cancelled when their client leaves
+    (aiohttp's test server turns cancellation on)."""
+    assert server.runner is not None
+    assert server.runner.server is not None
+    server.runner.server.handler_cancellation = False
+
+
 async def start_proxy(
     aiohttp_server: ServerFactory,
     settings: Settings,
@@ -201,7 +208,9 @@ async def start_proxy(
         reload_from=reload_from,
         minter=minter,
     )
+    recorder.stats = app[UPSTREAM_STATS]
     server = await aiohttp_server(app, **server_kwargs(settings))
+    as_served(server)
     admin = await aiohttp_server(create_admin_app(app))
     return (
         str(server.make_url("")).rstrip("/"),

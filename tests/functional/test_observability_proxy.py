@@ -26,6 +26,7 @@ from proxy.observability import ObservabilityExtension, build_extension
 from proxy.server.admin import create_admin_app
 from proxy.server.app import create_app, server_kwargs
 from proxy.server.keys import STATE
+from tests.functional.server_support import as_served
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.samples import sample_bytes
 
@@ -45,6 +46,7 @@ OTEL_VARS = (
     "OTEL_TRACES_SAMPLER_ARG",
     "OTEL_SDK_DISABLED",
     "OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS",
+    "OTEL_SEMCONV_STABILITY_OPT_IN",
 )
 
 
@@ -56,7 +58,7 @@ class Upstream:
     headers: list[dict[str, str]] = field(default_factory=list)
 
     async def record_headers(self, request: web.Request, response: web.StreamResponse) -> None:
-        if request.path.startswith("/api/events"):
+        if request.path.startswith("/api/e"):  # events and executions, never the probe
             self.headers.append(dict(request.headers))
 
     async def control(self, method: str, path: str, body: object = None) -> Any:
@@ -96,6 +98,14 @@ class Stack:
             session.post(self.proxy.make_url(path), data=body, headers=sent) as response,
         ):
             return response.status, orjson.loads(await response.read())
+
+    async def get(self, path: str, **headers: str) -> int:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.proxy.make_url(path), headers=headers) as response,
+        ):
+            await response.read()
+            return response.status
 
     async def admin_get(self, path: str) -> bytes:
         async with aiohttp.ClientSession() as session, session.get(self.admin.make_url(path)) as r:
@@ -150,6 +160,7 @@ async def start_stack(
     app = create_app(settings, extensions=[ext])
     holder.append(app)
     proxy = await aiohttp_server(app, **server_kwargs(settings))
+    as_served(proxy)
     admin = await aiohttp_server(create_admin_app(app))
     return Stack(proxy, admin, upstream, ext)
 
@@ -183,10 +194,15 @@ async def test_each_event_has_a_server_span_found_by_its_event_id(
     """The stored event id keys the span, which carries shape, target, client and version."""
     status, answer = await traced.post(sample, client="svc-a")
     assert status == 200
-    await traced.spans(receiver, 2)
+    await traced.spans(receiver, 1)
     span = server_span(receiver, str(answer["event_id"]))
     assert span.name == "POST /api/events"
     assert span.attributes["http.route"] == "/api/events"
+    assert span.attributes["http.request.method"] == "POST"
+    assert span.attributes["url.path"] == "/api/events"
+    assert span.attributes["http.response.status_code"] == 200
+    assert "http.method" not in span.attributes  # stable conventions only, by default
+    assert "error.type" not in span.attributes
     assert span.attributes["noetl.envelope.shape"] == shape
     assert span.attributes["noetl.envelope.target"] == "executor_event"
     assert span.attributes["noetl.client"] == "svc-a"
@@ -200,25 +216,26 @@ async def test_each_event_has_a_server_span_found_by_its_event_id(
     assert "noetl.request_event_id" not in span.attributes
 
 
-async def test_upstream_traceparent_continues_the_trace_through_the_client_span(
+async def test_upstream_traceparent_continues_the_trace_through_the_server_span(
     traced: Stack, receiver: OtlpReceiver
 ) -> None:
-    """The upstream sees the caller's trace with the proxy's client span as parent."""
+    """One span per hop: the upstream sees the caller's trace with the proxy's SERVER span
+    as parent, and no CLIENT span is made."""
     status, answer = await traced.post(
         "executor_event__call_done_inline_result",
         traceparent=f"00-{CALLER_TRACE}-{CALLER_SPAN}-01",
     )
     assert status == 200
-    spans = await traced.spans(receiver, 2)
+    spans = await traced.spans(receiver, 1)
     server = server_span(receiver, str(answer["event_id"]))
-    (client,) = [s for s in spans if s.kind == "CLIENT" and s.parent_span_id == server.span_id]
-    assert client.name == "POST"
-    assert server.trace_id == client.trace_id == CALLER_TRACE
+    assert [s.kind for s in spans] == ["SERVER"]
+    assert server.trace_id == CALLER_TRACE
     assert server.parent_span_id == CALLER_SPAN
     headers = traced.upstream.headers[-1]
-    _, trace_id, parent_id, _ = headers["traceparent"].split("-")
+    _, trace_id, parent_id, flags = headers["traceparent"].split("-")
     assert trace_id == CALLER_TRACE
-    assert parent_id == client.span_id
+    assert parent_id == server.span_id
+    assert flags == "01"
 
 
 async def test_batch_span_lists_size_and_stored_ids(traced: Stack, receiver: OtlpReceiver) -> None:
@@ -227,7 +244,7 @@ async def test_batch_span_lists_size_and_stored_ids(traced: Stack, receiver: Otl
         "python_batch_event_request__py_worker", path="/api/events/batch", client="py"
     )
     assert status == 200
-    await traced.spans(receiver, 2)
+    await traced.spans(receiver, 1)
     ids = [str(i) for i in answer["event_ids"]]
     span = server_span(receiver, ids[0])
     assert span.name == "POST /api/events/batch"
@@ -236,22 +253,24 @@ async def test_batch_span_lists_size_and_stored_ids(traced: Stack, receiver: Otl
     assert span.attributes["noetl.envelope.shape"] == "batch"
 
 
-async def test_rejections_and_upstream_failures_mark_the_span_as_error(
+async def test_rejections_and_upstream_refusals_carry_an_error_type_not_error_status(
     traced: Stack, receiver: OtlpReceiver
 ) -> None:
-    """A refused body and an upstream 409 both end as ERROR spans with a code."""
+    """A refused body and an upstream 409 carry `error.type` (the problem code, else the
+    status) and a code; as 4xx answers of a server span their status stays unset."""
     status, _ = await traced.post(b'{"hello": "world"}', client="bad")
     assert status == 422
     await traced.upstream.control("POST", "/_emulator/faults", {"status": 409})
     status, _ = await traced.post("rust_event_request__v1_legacy_full", client="dup")
     assert status == 409
-    spans = await traced.spans(receiver, 3)
+    spans = await traced.spans(receiver, 2)
     rejected = [s for s in spans if s.attributes.get("noetl.client") == "bad"]
-    assert [(s.status, s.attributes["noetl.error.code"]) for s in rejected] == [
-        ("ERROR", "unknown_shape")
-    ]
+    assert [
+        (s.status, s.attributes["noetl.error.code"], s.attributes["error.type"]) for s in rejected
+    ] == [("UNSET", "unknown_shape", "unknown_shape")]
     (refused,) = [s for s in spans if s.attributes.get("noetl.client") == "dup"]
-    assert refused.status == "ERROR"
+    assert refused.status == "UNSET"
+    assert refused.attributes["error.type"] == "409"
     assert refused.attributes["noetl.outcome"] == "upstream_rejected"
     assert refused.attributes["noetl.upstream.status_code"] == 409
     metrics = await traced.metrics()
@@ -273,7 +292,7 @@ async def test_a_legacy_upstream_id_keys_the_span_and_the_sent_id_is_kept(
     sent_id = str(orjson.loads(sample_bytes(sample))["event_id"])
     status, answer = await stack.post(sample, client="svc")
     assert status == 200
-    await stack.spans(receiver, 2)
+    await stack.spans(receiver, 1)
     assert str(answer["event_id"]) != sent_id
     span = server_span(receiver, str(answer["event_id"]))
     assert span.attributes["noetl.request_event_id"] == sent_id
@@ -298,9 +317,11 @@ async def test_upstream_5xx_and_timeouts_count_as_upstream_failed(
     status, problem = await stack.post("executor_event__call_done_inline_result", client="slow")
     assert status == 504
     await stack.upstream.control("DELETE", "/_emulator/faults")
-    spans = await stack.spans(receiver, 4)
+    spans = await stack.spans(receiver, 2)
     servers = {s.attributes["noetl.client"]: s for s in spans if s.kind == "SERVER"}
     assert servers["five"].status == "ERROR"
+    assert servers["five"].attributes["error.type"] == "500"
+    assert servers["slow"].attributes["error.type"] == "upstream_timeout"
     assert servers["five"].attributes["noetl.outcome"] == "upstream_failed"
     assert servers["five"].attributes["noetl.upstream.status_code"] == 500
     assert servers["slow"].status == "ERROR"
@@ -327,7 +348,7 @@ async def test_payloads_and_meta_never_reach_spans(traced: Stack, receiver: Otlp
     )
     status, _ = await traced.post(body, client="svc", Authorization=f"Bearer {SECRET}")
     assert status == 200
-    spans = await traced.spans(receiver, 2)
+    spans = await traced.spans(receiver, 1)
     for span in spans:
         assert SECRET not in repr(span.attributes)
 

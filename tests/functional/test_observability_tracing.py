@@ -11,6 +11,7 @@ import pytest
 
 from proxy.config import Settings
 from proxy.observability import build_extension
+from proxy.observability.tracing import SERVICE_VERSION_VALUE
 from tests.functional.test_observability_proxy import (
     CALLER_SPAN,
     CALLER_TRACE,
@@ -44,12 +45,11 @@ async def test_standard_environment_names_endpoint_and_resource(
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
     stack = await start_stack(aiohttp_server, {"tracing": {"service_name": "from-config"}})
     assert (await stack.post(SAMPLE))[0] == 200
-    spans = await stack.spans(receiver, 2)
+    spans = await stack.spans(receiver, 1)
     assert {s.resource["service.name"] for s in spans} == {"proxy-from-env"}
     assert {s.resource["deployment.environment"] for s in spans} == {"test"}
-    assert {s.scope for s in spans if s.kind == "CLIENT"} == {
-        "opentelemetry.instrumentation.aiohttp_client"
-    }
+    assert {s.resource["service.version"] for s in spans} == {SERVICE_VERSION_VALUE}
+    assert {(s.kind, s.scope) for s in spans} == {("SERVER", "proxy.observability.tracing")}
 
 
 async def test_config_service_name_without_environment(
@@ -61,7 +61,7 @@ async def test_config_service_name_without_environment(
         {"tracing": {"otlp_endpoint": receiver.endpoint, "service_name": "edge-proxy"}},
     )
     assert (await stack.post(SAMPLE))[0] == 200
-    spans = await stack.spans(receiver, 2)
+    spans = await stack.spans(receiver, 1)
     assert {s.resource["service.name"] for s in spans} == {"edge-proxy"}
 
 
@@ -116,7 +116,7 @@ async def test_a_malformed_traceparent_starts_a_new_trace(
     stack = await start_stack(aiohttp_server, {"tracing": {"otlp_endpoint": receiver.endpoint}})
     status, answer = await stack.post(SAMPLE, traceparent=traceparent)
     assert status == 200
-    await stack.spans(receiver, 2)
+    await stack.spans(receiver, 1)
     (server,) = [
         s
         for s in receiver.with_attribute("noetl.event_id", str(answer["event_id"]))
@@ -126,3 +126,33 @@ async def test_a_malformed_traceparent_starts_a_new_trace(
     assert server.trace_id not in (CALLER_TRACE, "0" * 32)
     sent = stack.upstream.headers[-1]["traceparent"]
     assert sent.split("-")[1] == server.trace_id
+
+
+async def test_http_dup_adds_the_old_attribute_names(
+    aiohttp_server: Any, receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_SEMCONV_STABILITY_OPT_IN=http/dup: the stable names and the old ones side by side."""
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http/dup")
+    stack = await start_stack(aiohttp_server, {"tracing": {"otlp_endpoint": receiver.endpoint}})
+    assert (await stack.post(SAMPLE))[0] == 200
+    (span,) = await stack.spans(receiver, 1)
+    assert span.attributes["http.request.method"] == span.attributes["http.method"] == "POST"
+    assert span.attributes["http.response.status_code"] == span.attributes["http.status_code"]
+    assert span.attributes["http.route"] == "/api/events"
+
+
+async def test_pass_through_spans_are_named_by_method_and_parent_the_upstream_call(
+    aiohttp_server: Any, receiver: OtlpReceiver
+) -> None:
+    """A pass-through request's span is named by its method alone (its route matches any
+    path), has no http.route, and is the parent the upstream sees."""
+    stack = await start_stack(aiohttp_server, {"tracing": {"otlp_endpoint": receiver.endpoint}})
+    path = "/api/executions/7/status"
+    status = await stack.get(path, traceparent=f"00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+    assert status == 200
+    (span,) = await stack.spans(receiver, 1)
+    assert (span.name, span.kind, span.trace_id) == ("GET", "SERVER", CALLER_TRACE)
+    assert "http.route" not in span.attributes
+    assert span.attributes["url.path"] == path
+    sent = stack.upstream.headers[-1]["traceparent"]
+    assert sent.split("-")[1:3] == [CALLER_TRACE, span.span_id]

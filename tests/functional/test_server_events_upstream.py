@@ -8,10 +8,12 @@ from collections.abc import Sequence
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp.client_reqrep import ConnectionKey
 
 from proxy.emulator import create_emulator_app
-from proxy.server.forward import never_sent
+from proxy.server.forward import UpstreamError, never_sent
+from proxy.server.upstream import request_bytes
 from tests.functional.server_support import (
     EMIT_REQUEST,
     JSON,
@@ -112,8 +114,8 @@ def test_only_requests_that_never_left_count_as_retryable() -> None:
 
 
 class RefusingRecorder(Recorder):
-    """A Recorder whose client trace hook raises ValueError, as the client library does for a
-    value it will not put on the wire."""
+    """A Recorder whose pass-through client trace hook raises ValueError, as the client
+    library does for a value it will not put on the wire."""
 
     def client_trace_configs(self) -> Sequence[aiohttp.TraceConfig]:
         async def refuse(*_: object) -> None:
@@ -127,20 +129,26 @@ class RefusingRecorder(Recorder):
 async def test_value_error_while_calling_the_upstream_is_502_never_500(
     aiohttp_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
-    """An unexpected ValueError from the upstream request answers a 502 problem (events and
-    pass-through) and records the event as upstream_failed."""
+    """An unexpected ValueError from the pass-through client answers a 502 problem."""
     stack = await start_stack(aiohttp_server, session, recorder=RefusingRecorder())
-    response, answer = await stack.post("/api/events", EMIT_REQUEST)
-    assert response.status == 502
-    assert response.headers["Content-Type"] == "application/problem+json"
-    assert orjson.loads(answer)["code"] == "upstream_request_failed"
-    (record,) = stack.recorder.records
-    assert (record.outcome, record.error_code) == ("upstream_failed", "upstream_request_failed")
-
     async with session.get(stack.proxy + "/api/health") as passthrough:
         assert passthrough.status == 502
         assert orjson.loads(await passthrough.read())["code"] == "upstream_request_failed"
     assert await stack.upstream_requests() == 0
+
+
+def test_a_header_the_wire_cannot_carry_is_refused_before_sending() -> None:
+    """The event client refuses to put a line break into a request head: nothing is sent,
+    and the client is told so (upstream_request_failed)."""
+    for name, value in ((b"X-Team", b"a\r\nX-Injected: 1"), (b"X-Bad\n", b"v")):
+        with pytest.raises(UpstreamError) as refused:
+            request_bytes(b"POST", b"/api/events", b"up", [(name, value)], b"{}")
+        assert refused.value.problem.code == "upstream_request_failed"
+        assert "not sent" in refused.value.detail
+    head = request_bytes(b"POST", b"/api/events", b"up:1", [(b"X-Team", b"t")], b"{}")
+    assert head == (
+        b"POST /api/events HTTP/1.1\r\nHost: up:1\r\nX-Team: t\r\nContent-Length: 2\r\n\r\n{}"
+    )
 
 
 async def _early_413_upstream(heads: list[bytes], closed: list[bool]) -> asyncio.Server:

@@ -1,0 +1,246 @@
+"""OTLP/HTTP span export with a direct protobuf writer.
+
+The stock exporter builds a tree of protobuf message objects for every span and then
+serialises it, which costs more per span than the proxy's whole event path. This writer
+emits the same `ExportTraceServiceRequest` bytes straight from the SDK's spans: the same
+fields, the same grouping by resource and instrumentation scope, the same defaults (the
+tests decode both with opentelemetry-proto and compare). Resources, scopes and attribute
+keys repeat from span to span, so their encodings are cached.
+
+`FastOTLPSpanExporter` is the stock `OTLPSpanExporter` (endpoint, headers, timeout,
+compression, retries and every `OTEL_EXPORTER_OTLP_*` variable as the SDK reads them) with
+only the encoding step replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext
+
+log = logging.getLogger(__name__)
+
+_SMALL = [bytes((n,)) for n in range(128)]
+_FIXED64 = struct.Struct("<Q").pack
+_DOUBLE = struct.Struct("<d").pack
+_U64 = (1 << 64) - 1
+
+# SpanFlags: the parent's is-remote bit is known (0x100), and it is remote (0x200).
+_FLAGS_KNOWN = b"\x85\x01" + struct.pack("<I", 0x100)
+_FLAGS_REMOTE = b"\x85\x01" + struct.pack("<I", 0x300)
+
+
+def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL[value]
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _delimited(tag: bytes, payload: bytes) -> bytes:
+    return tag + _varint(len(payload)) + payload
+
+
+def _string(tag: bytes, text: str | None) -> bytes:
+    """A proto3 string field: omitted when empty, as the stock encoder's messages omit it."""
+    if not text:
+        return b""
+    return _delimited(tag, text.encode("utf-8"))
+
+
+def _uint(tag: bytes, value: int) -> bytes:
+    return tag + _varint(value) if value else b""
+
+
+def _any_value(value: Any) -> bytes:
+    """An `AnyValue` message body."""
+    if value is None:
+        return b""
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, str):
+        return _delimited(b"\x0a", value.encode("utf-8"))
+    if isinstance(value, int):
+        return b"\x18" + _varint(value & _U64)
+    if isinstance(value, float):
+        return b"\x21" + _DOUBLE(value)
+    if isinstance(value, bytes):
+        return _delimited(b"\x3a", value)
+    if isinstance(value, Sequence):
+        items = b"".join(_delimited(b"\x0a", _any_value(item)) for item in value)
+        return _delimited(b"\x2a", items)
+    if isinstance(value, Mapping):
+        pairs = b"".join(_delimited(b"\x0a", _key_value(str(k), v)) for k, v in value.items())
+        return _delimited(b"\x32", pairs)
+    raise TypeError(f"invalid attribute value type {type(value).__name__}")
+
+
+def _key_value(key: str, value: Any) -> bytes:
+    return _delimited(b"\x0a", key.encode("utf-8")) + _delimited(b"\x12", _any_value(value))
+
+
+class SpanWriter:
+    """Writes `ExportTraceServiceRequest` bytes for a batch of finished SDK spans."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, bytes] = {}
+        self._resources: dict[int, tuple[Resource, bytes]] = {}
+        self._scopes: dict[int, tuple[InstrumentationScope | None, bytes]] = {}
+
+    def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
+        grouped: dict[int, tuple[Resource, dict[int, tuple[Any, list[bytes]]]]] = {}
+        for span in spans:
+            resource = span.resource
+            scope = span.instrumentation_scope or None
+            scopes = grouped.setdefault(id(resource), (resource, {}))[1]
+            scopes.setdefault(id(scope), (scope, []))[1].append(self._span(span))
+        out = []
+        for resource, scopes in grouped.values():
+            body = [_delimited(b"\x0a", self._resource(resource))]
+            for scope, encoded in scopes.values():
+                scope_spans = [_delimited(b"\x0a", self._scope(scope))]
+                scope_spans.extend(_delimited(b"\x12", span) for span in encoded)
+                scope_spans.append(_string(b"\x1a", scope.schema_url if scope else None))
+                body.append(_delimited(b"\x12", b"".join(scope_spans)))
+            body.append(_string(b"\x1a", resource.schema_url))
+            out.append(_delimited(b"\x0a", b"".join(body)))
+        return b"".join(out)
+
+    # -- cached parts --------------------------------------------------------------------
+
+    def _resource(self, resource: Resource) -> bytes:
+        cached = self._resources.get(id(resource))
+        if cached is not None and cached[0] is resource:
+            return cached[1]
+        encoded = self._attributes(b"\x0a", resource.attributes)
+        if len(self._resources) > 64:  # resources are few; ids of dead ones may be reused
+            self._resources.clear()
+        self._resources[id(resource)] = (resource, encoded)
+        return encoded
+
+    def _scope(self, scope: InstrumentationScope | None) -> bytes:
+        cached = self._scopes.get(id(scope))
+        if cached is not None and cached[0] is scope:
+            return cached[1]
+        encoded = b""
+        if scope is not None:
+            encoded = (
+                _string(b"\x0a", scope.name)
+                + _string(b"\x12", scope.version)
+                + self._attributes(b"\x1a", scope.attributes)
+            )
+        if len(self._scopes) > 64:
+            self._scopes.clear()
+        self._scopes[id(scope)] = (scope, encoded)
+        return encoded
+
+    def _attributes(self, tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
+        """Repeated `KeyValue` fields under `tag`."""
+        if not attributes:
+            return b""
+        keys = self._keys
+        parts = []
+        for key, value in attributes.items():
+            key_field = keys.get(key)
+            if key_field is None:
+                key_field = _delimited(b"\x0a", key.encode("utf-8"))
+                if len(keys) < 4096:  # attribute keys are a fixed few; bound the cache anyway
+                    keys[key] = key_field
+            try:
+                pair = key_field + _delimited(b"\x12", _any_value(value))
+            except TypeError as exc:
+                log.error("cannot encode span attribute %s: %s", key, exc)
+                continue
+            parts.append(tag + _varint(len(pair)) + pair)
+        return b"".join(parts)
+
+    # -- spans ---------------------------------------------------------------------------
+
+    def _span(self, span: ReadableSpan) -> bytes:
+        context = span.get_span_context()
+        assert context is not None
+        parent = span.parent
+        parts = [
+            b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
+            b"\x12\x08" + context.span_id.to_bytes(8, "big"),
+            _string(b"\x1a", _trace_state(context)),
+        ]
+        if parent is not None:
+            parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
+        parts.append(_string(b"\x2a", span.name))
+        parts.append(_uint(b"\x30", span.kind.value + 1))  # the proto enum counts from 1
+        if span.start_time:
+            parts.append(b"\x39" + _FIXED64(span.start_time))
+        if span.end_time:
+            parts.append(b"\x41" + _FIXED64(span.end_time))
+        parts.append(self._attributes(b"\x4a", span.attributes))
+        parts.append(_uint(b"\x50", span.dropped_attributes))
+        for event in span.events:
+            event_parts = (
+                (b"\x09" + _FIXED64(event.timestamp) if event.timestamp else b"")
+                + _string(b"\x12", event.name)
+                + self._attributes(b"\x1a", event.attributes)
+                + _uint(b"\x20", event.dropped_attributes)
+            )
+            parts.append(_delimited(b"\x5a", event_parts))
+        parts.append(_uint(b"\x60", span.dropped_events))
+        for link in span.links:
+            link_parts = (
+                b"\x0a\x10"
+                + link.context.trace_id.to_bytes(16, "big")
+                + b"\x12\x08"
+                + link.context.span_id.to_bytes(8, "big")
+                + self._attributes(b"\x22", link.attributes)
+                + _uint(b"\x28", link.dropped_attributes)
+                + (b"\x35" + struct.pack("<I", 0x300 if link.context.is_remote else 0x100))
+            )
+            parts.append(_delimited(b"\x6a", link_parts))
+        parts.append(_uint(b"\x70", span.dropped_links))
+        status = span.status
+        parts.append(
+            _delimited(
+                b"\x7a",
+                _string(b"\x12", status.description) + _uint(b"\x18", status.status_code.value),
+            )
+        )
+        parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_KNOWN)
+        return b"".join(parts)
+
+
+def _trace_state(context: SpanContext) -> str | None:
+    state = context.trace_state
+    if not state:
+        return None
+    return ",".join(f"{key}={value}" for key, value in state.items())
+
+
+class FastOTLPSpanExporter(OTLPSpanExporter):
+    """The stock OTLP/HTTP span exporter, encoding with `SpanWriter`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._writer = SpanWriter()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        client = getattr(self, "_client", None)
+        if getattr(self, "_shutdown", True) or client is None or not hasattr(client, "export"):
+            return super().export(spans)  # another SDK release: its own path
+        try:
+            data = self._writer.encode(spans)
+        except Exception as exc:  # never lose the batch to an encoding surprise
+            log.error("fast span encoding failed (%s); using the stock encoder", exc)
+            return super().export(spans)
+        result = client.export(data)
+        return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE
