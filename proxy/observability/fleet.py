@@ -87,6 +87,12 @@ def legacy_clients_expr(selector: str, window_seconds: float) -> str:
     )
 
 
+def legacy_recent_expr(selector: str, seconds: float) -> str:
+    """Clients and legacy shapes seen within the last `seconds` (the after-cutover alert)."""
+    window = f"{max(1, math.ceil(seconds))}"
+    return f"{legacy_last_seen_expr(selector, seconds)} > time() - {window}"
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """The queries for one verdict: instant queries by name, and one range query."""

@@ -78,7 +78,7 @@ async def test_clients_endpoint_reports_shapes_and_verdict(aiohttp_server: Any) 
 async def test_clients_command_prints_legacy_first_and_the_verdict(
     aiohttp_server: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The command prints a table with the legacy client on top and a NOT-ready verdict, exit 0."""
+    """The command prints a table with the legacy client on top and a NOT-ready verdict, exit 1."""
     ext = build_extension(Settings())
     send(ext, "aaa-canonical", "executor_event", 5)
     send(ext, "zzz-legacy", "worker_event", 2)
@@ -86,7 +86,7 @@ async def test_clients_command_prints_legacy_first_and_the_verdict(
     url = str(server.make_url("/")).rstrip("/")
     code = await asyncio.to_thread(main, ["clients", "--admin", url])
     out = capsys.readouterr().out
-    assert code == 0
+    assert code == 1
     lines = out.splitlines()
     assert lines[0].split() == ["CLIENT", "STATUS", "SHAPES", "LAST", "SEEN", "SHADOW", "FAILURES"]
     assert lines[1].split()[:3] == ["zzz-legacy", "legacy", "worker_event=2"]
@@ -99,19 +99,27 @@ async def test_clients_command_prints_legacy_first_and_the_verdict(
 async def test_clients_command_json_and_unreachable_admin(
     aiohttp_server: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """--json prints the document; an unreachable admin URL is exit 1 with a message."""
+    """--json (or --output json) prints the document with the verdict as exit status (a
+    young ledger cannot tell: 2); an unreachable admin URL is exit 2 with a message."""
     ext = build_extension(Settings())
     send(ext, "only", "executor_event")
     server = await admin(ext, aiohttp_server)
     url = str(server.make_url("/"))
-    assert await asyncio.to_thread(main, ["clients", "--admin", url, "--json"]) == 0
-    assert orjson.loads(capsys.readouterr().out)["ready_to_sunset_v1"] is True
+    assert await asyncio.to_thread(main, ["clients", "--admin", url, "--json"]) == 2
+    report = orjson.loads(capsys.readouterr().out)
+    assert (report["ready_to_sunset_v1"], report["window_observed"]) == (True, False)
+    old = build_extension(Settings())
+    old.ledger.tracking_since -= 86400
+    send(old, "only", "executor_event")
+    old_url = str((await admin(old, aiohttp_server)).make_url("/"))
+    assert await asyncio.to_thread(main, ["clients", "--admin", old_url, "--output", "json"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["window_observed"] is True
     port = server.port
     await server.close()
     code = await asyncio.to_thread(
         main, ["clients", "--admin", f"http://127.0.0.1:{port}", "--timeout", "2"]
     )
-    assert code == 1
+    assert code == 2
     assert "cannot read" in capsys.readouterr().err
 
 
@@ -127,7 +135,7 @@ async def test_several_workers_make_clients_partial_without_a_verdict(
     assert report["ready_to_sunset_v1"] is None
     assert report["blocking_clients"] == []
     url = str(server.make_url("/")).rstrip("/")
-    assert await asyncio.to_thread(main, ["clients", "--admin", url]) == 0
+    assert await asyncio.to_thread(main, ["clients", "--admin", url]) == 2  # could not tell
     lines = capsys.readouterr().out.splitlines()
     assert lines[-2] == PARTIAL_WARNING
     assert lines[-1] == "verdict: unknown: the ledger covers one worker's traffic only"
