@@ -28,7 +28,7 @@ from tests.functional.server_support import ServerFactory, closed_port_url, star
 from tests.samples import sample_bytes
 
 pytestmark = [
-    pytest.mark.skipif(PROMETHEUS is None, reason="needs Debian's prometheus (.ci/run installs it)"),
+    pytest.mark.skipif(PROMETHEUS is None, reason="needs Debian's prometheus (.ci/run has it)"),
     pytest.mark.timeout(150),
 ]
 LEGACY = sample_bytes("python_event_request__legacy_worker")
@@ -54,9 +54,7 @@ async def fleet_json(
 
 
 def shapes(report: dict[str, Any]) -> dict[str, dict[str, int]]:
-    return {
-        c["client"]: {s: v["count"] for s, v in c["shapes"].items()} for c in report["clients"]
-    }
+    return {c["client"]: {s: v["count"] for s, v in c["shapes"].items()} for c in report["clients"]}
 
 
 async def test_restarted_and_replaced_pods_keep_the_fleet_not_ready(
@@ -73,12 +71,8 @@ async def test_restarted_and_replaced_pods_keep_the_fleet_not_ready(
         await prometheus.start([a.target, b.target])
         await a.send(session, CANONICAL, "new-svc")
         await b.send(session, LEGACY, "old-svc")
-        await prometheus.has(
-            'envelope_proxy_client_last_seen_timestamp_seconds{client="old-svc"}'
-        )
-        await prometheus.has(
-            'envelope_proxy_client_last_seen_timestamp_seconds{client="new-svc"}'
-        )
+        await prometheus.has('envelope_proxy_client_last_seen_timestamp_seconds{client="old-svc"}')
+        await prometheus.has('envelope_proxy_client_last_seen_timestamp_seconds{client="new-svc"}')
 
         code, report = await fleet_json(capsys, prometheus, "1h")
         assert code == 1, report
