@@ -8,6 +8,8 @@ Prometheus.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -264,3 +266,43 @@ def test_exit_codes_of_local_reports() -> None:
     assert fleet.exit_code({"ready_to_sunset_v1": True, "window_observed": False}) == 2
     assert fleet.exit_code({"ready_to_sunset_v1": False, "window_observed": False}) == 1
     assert fleet.exit_code({"ready_to_sunset_v1": None, "partial": True}) == 2
+
+
+RECORDED = Path(__file__).parent / "fleet_answers"
+
+
+def recorded(name: str) -> dict[str, Any]:
+    """Answers of a real Prometheus 2.42 scraping two proxies every second (recorded once
+    from the live test's set-up; the queries are stored with them)."""
+    data: dict[str, Any] = json.loads((RECORDED / name).read_text(encoding="utf-8"))
+    the_plan = fleet.plan(data["selector"], data["window_seconds"])
+    assert the_plan.instant == data["queries"], "the queries changed: record the answers again"
+    return fleet.build_report(data["answers"], data["coverage"], the_plan, data["now"])
+
+
+def test_recorded_answers_legacy_on_a_pod_that_was_killed() -> None:
+    """Pod b saw the legacy client twice and was killed: not ready, both pods counted, and
+    b's failed scrapes and the window's uncovered start are warned about."""
+    result = recorded("legacy-pod-killed.json")
+    assert fleet.exit_code(result) == 1
+    assert result["blocking_clients"] == ["old-svc"]
+    assert result["instances"] == 2
+    assert {c["client"]: c["shapes"] for c in result["clients"]}["old-svc"]["event_request"][
+        "count"
+    ] == 2
+    b = json.loads((RECORDED / "legacy-pod-killed.json").read_text(encoding="utf-8"))["targets"][
+        "b"
+    ]
+    assert f"{b}: 2 failed scrape(s) in the window (a restart or an outage)" in result["warnings"]
+    assert f"{b} is not scraped now (its last scrape failed)" in result["warnings"]
+    assert any(w.startswith("the series begin at") for w in result["warnings"])
+
+
+def test_recorded_answers_canonical_only_over_a_covered_window() -> None:
+    """Two pods, canonical clients only, scraped over the whole 4 s window: ready."""
+    result = recorded("canonical-only-covered.json")
+    assert fleet.exit_code(result) == 0
+    assert result["warnings"] == []
+    assert result["instances"] == 2
+    assert {c["client"] for c in result["clients"]} == {"new-svc", "other-svc"}
+    assert all(c["canonical_only"] for c in result["clients"])
