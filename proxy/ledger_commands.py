@@ -30,6 +30,13 @@ from proxy.observability.prometheus import (
 DEFAULT_ADMIN = "http://127.0.0.1:9090"
 TOKEN_ENV = "ENVELOPE_PROXY_PROMETHEUS_TOKEN"
 COULD_NOT_TELL = 2
+_FLEET_ONLY = (
+    ("--window", "window"),
+    ("--selector", "selector"),
+    ("--token-file", "token_file"),
+    ("--ca-file", "ca_file"),
+    ("--insecure", "insecure"),
+)
 PARTIAL_WARNING = (
     "warning: this proxy runs several worker processes and this is the ledger of the "
     "first one only; run one worker per process (scale with replicas) for a verdict"
@@ -103,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
     as_json = args.json or args.output == "json"
     if args.prometheus is not None:
         return _run_fleet(args, as_json)
+    given = [flag for flag, value in _FLEET_ONLY if getattr(args, value)]
+    if given:
+        print(f"envelope-proxy clients: {', '.join(given)} need --prometheus", file=sys.stderr)
+        return COULD_NOT_TELL
     url = args.admin.rstrip("/") + "/clients"
     try:
         with urllib.request.urlopen(url, timeout=args.timeout) as response:

@@ -107,6 +107,7 @@ async def test_bearer_token_is_sent_never_printed_and_never_redirected(
         (["--prometheus", "ftp://example"], "needs an http(s) URL"),
         (["--prometheus", "http://127.0.0.1:1", "--selector", "oops"], "not a list of label"),
         (["--prometheus", "http://127.0.0.1:1", "--token-file", "/nonexistent/t"], "token file"),
+        (["--selector", 'job="x"', "--insecure"], "--selector, --insecure need --prometheus"),
     ],
 )
 async def test_bad_arguments_are_could_not_tell_with_a_message(
