@@ -154,15 +154,35 @@ def test_render_ready_verdict_with_a_young_ledger() -> None:
     assert "(no event requests recorded yet)" in empty
 
 
+def series(ext: ObservabilityExtension) -> dict[tuple[str, str | None, str | None], float]:
+    """What the extension's /metrics exposes, by (name, client, shape)."""
+    return {
+        (sample.name, sample.labels.get("client"), sample.labels.get("shape")): sample.value
+        for metric in ext.metrics.registry.collect()
+        for sample in metric.samples
+    }
+
+
 async def test_ledger_survives_a_restart(tmp_path: Path, aiohttp_server: Any) -> None:
-    """With state_file set, a new extension starts from what the previous one recorded."""
+    """With state_file set, a new extension starts from what the previous one recorded, and
+    exposes it on /metrics (last-seen times, ledger counts) before any new event."""
     settings = Settings.model_validate({"clients": {"state_file": str(tmp_path / "ledger.json")}})
     first = build_extension(settings)
     send(first, "old-svc", "emit_request", 4)
     send(first, "new-svc", "executor_event")
     await first.close()
     second = build_extension(settings)
+    # Before any new event, /metrics already shows what the ledger read back holds.
+    exposed = series(second)
+    old_last = first.ledger.clients["old-svc"].shapes["emit_request"].last_seen
+    assert exposed[("envelope_proxy_ledger_events", "old-svc", "emit_request")] == 4
+    assert exposed[("envelope_proxy_ledger_events", "new-svc", "executor_event")] == 1
+    last_seen = "envelope_proxy_client_last_seen_timestamp_seconds"
+    assert exposed[(last_seen, "old-svc", "emit_request")] == old_last
+    since = ("envelope_proxy_ledger_tracking_since_timestamp_seconds", None, None)
+    assert exposed[since] == first.ledger.tracking_since
     send(second, "old-svc", "emit_request")
+    assert series(second)[("envelope_proxy_ledger_events", "old-svc", "emit_request")] == 5
     report = await fetch_clients(await admin(second, aiohttp_server))
     assert report["clients"][0]["client"] == "old-svc"
     assert report["clients"][0]["shapes"]["emit_request"]["count"] == 5
