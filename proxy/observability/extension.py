@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,7 @@ from aiohttp.typedefs import Middleware
 from opentelemetry.sdk.trace import TracerProvider
 
 from proxy.envelope import Engine
-from proxy.observability.identity import ClientIdentifier
+from proxy.observability.identity import OTHER, ClientIdentifier
 from proxy.observability.ledger import UNKNOWN_SHAPE, SunsetLedger
 from proxy.observability.metrics import ProxyMetrics
 from proxy.observability.shadow import ShadowChecker
@@ -64,6 +64,9 @@ class ObservabilityExtension:
         self.ledger = loaded or SunsetLedger(window, tracking_since=clock())
         by_recency = sorted(self.ledger.clients, key=lambda n: -self.ledger.clients[n].last_seen())
         self._identifier.seed(by_recency)
+        self.metrics.seed_ledger(
+            window, self.ledger.tracking_since, self._partial, self._seeded(by_recency)
+        )
         self._flusher = LedgerFlusher(store, self.ledger) if store is not None else None
         self.tracer_provider: TracerProvider | None = build_tracer_provider(
             settings.tracing.otlp_endpoint, settings.tracing.service_name
@@ -144,6 +147,14 @@ class ObservabilityExtension:
             self._flusher.mark_dirty()
         if self.tracer_provider is not None:
             annotate_current_span(record, identity)
+
+    def _seeded(self, by_recency: list[str]) -> Iterator[tuple[str, str, int, float]]:
+        # Only the clients that keep their own label (the cap), plus `other`.
+        kept = set(by_recency[: self._identifier.max_clients]) | {OTHER}
+        for name in by_recency:
+            if name in kept:
+                for shape, seen in self.ledger.clients[name].shapes.items():
+                    yield name, shape, seen.count, seen.last_seen
 
     async def _serve_metrics(self, request: web.Request) -> web.Response:
         # In a thread: the process collector reads /proc, and a registry near the

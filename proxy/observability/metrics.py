@@ -9,7 +9,7 @@ Event ids never become labels.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -52,6 +52,7 @@ UNVERSIONED = "unversioned"
 class _EventSeries:
     events: Counter
     last_seen: Gauge
+    ledger_events: Gauge
     duration: Histogram | None = None  # created on the first upstream exchange only
 
 
@@ -108,6 +109,31 @@ class ProxyMetrics:
         )
         for result in ("ok", "failed"):
             self.reloads.labels(result=result)
+        # The sunset ledger as series (see `seed_ledger`): gauges rather than counters, so a
+        # restart that keeps the ledger continues them and a replaced pod's first event is
+        # not lost to increase() skipping a counter's first sample.
+        self.ledger_events = Gauge(
+            "envelope_proxy_ledger_events",
+            "Events of this shape from this client in the sunset ledger (kept across restarts "
+            "with clients.state_file).",
+            ["client", "shape"],
+            registry=r,
+        )
+        self.ledger_window = Gauge(
+            "envelope_proxy_ledger_window_seconds",
+            "The sunset window this proxy judges legacy traffic by (clients.sunset_window_seconds)",
+            registry=r,
+        )
+        self.ledger_tracking_since = Gauge(
+            "envelope_proxy_ledger_tracking_since_timestamp_seconds",
+            "Unix time the sunset ledger started (kept across restarts with a state file).",
+            registry=r,
+        )
+        self.ledger_partial = Gauge(
+            "envelope_proxy_ledger_partial",
+            "1 when this process is one of several workers: its series cover part of the traffic.",
+            registry=r,
+        )
         self._inflight_provider: Callable[[], int] = lambda: 0
         self.inflight.set_function(self._read_inflight)
         # labels() takes a lock and builds a key on every call; the label sets are bounded,
@@ -130,13 +156,34 @@ class ProxyMetrics:
             series = self._event_series[key] = _EventSeries(
                 self.events.labels(client=client, shape=shape, target=target, outcome=outcome),
                 self.last_seen.labels(client=client, shape=shape),
+                self.ledger_events.labels(client=client, shape=shape),
             )
         series.events.inc()
         series.last_seen.set(now)
+        series.ledger_events.inc()
         if upstream_seconds is not None:
             if series.duration is None:
                 series.duration = self.upstream_duration.labels(target=target, outcome=outcome)
             series.duration.observe(upstream_seconds)
+
+    def seed_ledger(
+        self,
+        window_seconds: float,
+        tracking_since: float,
+        partial: bool,
+        seen: Iterable[tuple[str, str, int, float]],
+    ) -> None:
+        """Expose what a loaded ledger already holds: (client, shape, count, last seen) each.
+
+        A restart that keeps the ledger then shows the same last-seen times and counts as
+        before it, so an event the last scrape before the restart missed is still seen.
+        """
+        self.ledger_window.set(window_seconds)
+        self.ledger_tracking_since.set(tracking_since)
+        self.ledger_partial.set(1 if partial else 0)
+        for client, shape, count, last_seen in seen:
+            self.last_seen.labels(client=client, shape=shape).set(last_seen)
+            self.ledger_events.labels(client=client, shape=shape).set(count)
 
     def observe_shadow(self, client: str, target: str, result: str) -> None:
         self.shadow.labels(client=client, target=target, result=result).inc()

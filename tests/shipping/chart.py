@@ -25,7 +25,7 @@ HOST_EXAMPLE = EXAMPLES / "host-chart"
 RELEASE = "noetl"
 NAMESPACE = "noetl"
 # Prometheus Operator CRDs: no schema in kubernetes-validate, checked by hand in the tests.
-CRD_KINDS = frozenset({"ServiceMonitor", "PodMonitor"})
+CRD_KINDS = frozenset({"ServiceMonitor", "PodMonitor", "PrometheusRule"})
 # The chart's floor for native sidecars, and the newest schema the validator ships.
 KUBE_VERSIONS = ("1.29.0", "latest")
 

@@ -11,6 +11,7 @@ import json
 import re
 from typing import Any
 
+from proxy.observability import fleet
 from proxy.observability.metrics import ProxyMetrics
 from tests.shipping.chart import CHART_DIR, find, render
 
@@ -24,6 +25,10 @@ EXPORTED: dict[str, tuple[str, ...]] = {
     "envelope_proxy_config_reloads_total": ("result",),
     "envelope_proxy_inflight_requests": (),
     "envelope_proxy_shadow_total": ("client", "target", "result"),
+    "envelope_proxy_ledger_events": ("client", "shape"),
+    "envelope_proxy_ledger_window_seconds": (),
+    "envelope_proxy_ledger_tracking_since_timestamp_seconds": (),
+    "envelope_proxy_ledger_partial": (),
 }
 HISTOGRAMS = {"envelope_proxy_upstream_request_duration_seconds"}
 METRIC = re.compile(r"\benvelope_proxy_[a-z_]+")
@@ -76,6 +81,7 @@ def test_exported_families_match_the_proxy_registry() -> None:
     metrics.observe_shadow("c", "executor_event", "ok")
     metrics.set_target("event_request", "2.9.0")
     metrics.count_reload(True)
+    metrics.seed_ledger(86400.0, 1.0, False, [])
     exposed: dict[str, tuple[str, ...]] = {}
     for metric in metrics.registry.collect():
         for sample in metric.samples:
@@ -108,3 +114,18 @@ def test_dashboard_configmap_carries_the_file_for_the_grafana_sidecar() -> None:
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(config_map["data"]["envelope-proxy.json"]) == load()
     assert "noetl-envelope-proxy-dashboard" not in {o["metadata"]["name"] for o in render()}
+
+
+def test_fleet_verdict_panel_uses_the_command_s_and_the_rule_s_expression() -> None:
+    """The fleet-wide verdict panel queries what `clients --prometheus` and the
+    PrometheusRule's recording rule compute, over the same 24 h, for every pod."""
+    (panel,) = [p for p in load()["panels"] if p["title"].startswith("Fleet-wide sunset verdict")]
+    (target,) = panel["targets"]
+    assert target["expr"] == fleet.legacy_clients_expr("", 86400)
+    rule = find(render({"metrics": {"prometheusRule": {"enabled": True}}}), "PrometheusRule")
+    recorded = {r["record"]: r["expr"] for r in rule["spec"]["groups"][0]["rules"]}
+    assert recorded["envelope_proxy:clients_on_legacy_shapes:count"] == (
+        fleet.legacy_clients_expr('namespace="noetl"', 86400)
+    )
+    mappings = panel["fieldConfig"]["defaults"]["mappings"]
+    assert mappings[0]["options"]["0"]["text"] == "ready to sunset v1"

@@ -78,7 +78,7 @@ async def test_clients_endpoint_reports_shapes_and_verdict(aiohttp_server: Any) 
 async def test_clients_command_prints_legacy_first_and_the_verdict(
     aiohttp_server: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The command prints a table with the legacy client on top and a NOT-ready verdict, exit 0."""
+    """The command prints a table with the legacy client on top and a NOT-ready verdict, exit 1."""
     ext = build_extension(Settings())
     send(ext, "aaa-canonical", "executor_event", 5)
     send(ext, "zzz-legacy", "worker_event", 2)
@@ -86,7 +86,7 @@ async def test_clients_command_prints_legacy_first_and_the_verdict(
     url = str(server.make_url("/")).rstrip("/")
     code = await asyncio.to_thread(main, ["clients", "--admin", url])
     out = capsys.readouterr().out
-    assert code == 0
+    assert code == 1
     lines = out.splitlines()
     assert lines[0].split() == ["CLIENT", "STATUS", "SHAPES", "LAST", "SEEN", "SHADOW", "FAILURES"]
     assert lines[1].split()[:3] == ["zzz-legacy", "legacy", "worker_event=2"]
@@ -99,19 +99,27 @@ async def test_clients_command_prints_legacy_first_and_the_verdict(
 async def test_clients_command_json_and_unreachable_admin(
     aiohttp_server: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """--json prints the document; an unreachable admin URL is exit 1 with a message."""
+    """--json (or --output json) prints the document with the verdict as exit status (a
+    young ledger cannot tell: 2); an unreachable admin URL is exit 2 with a message."""
     ext = build_extension(Settings())
     send(ext, "only", "executor_event")
     server = await admin(ext, aiohttp_server)
     url = str(server.make_url("/"))
-    assert await asyncio.to_thread(main, ["clients", "--admin", url, "--json"]) == 0
-    assert orjson.loads(capsys.readouterr().out)["ready_to_sunset_v1"] is True
+    assert await asyncio.to_thread(main, ["clients", "--admin", url, "--json"]) == 2
+    report = orjson.loads(capsys.readouterr().out)
+    assert (report["ready_to_sunset_v1"], report["window_observed"]) == (True, False)
+    old = build_extension(Settings())
+    old.ledger.tracking_since -= 86400
+    send(old, "only", "executor_event")
+    old_url = str((await admin(old, aiohttp_server)).make_url("/"))
+    assert await asyncio.to_thread(main, ["clients", "--admin", old_url, "--output", "json"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["window_observed"] is True
     port = server.port
     await server.close()
     code = await asyncio.to_thread(
         main, ["clients", "--admin", f"http://127.0.0.1:{port}", "--timeout", "2"]
     )
-    assert code == 1
+    assert code == 2
     assert "cannot read" in capsys.readouterr().err
 
 
@@ -127,7 +135,7 @@ async def test_several_workers_make_clients_partial_without_a_verdict(
     assert report["ready_to_sunset_v1"] is None
     assert report["blocking_clients"] == []
     url = str(server.make_url("/")).rstrip("/")
-    assert await asyncio.to_thread(main, ["clients", "--admin", url]) == 0
+    assert await asyncio.to_thread(main, ["clients", "--admin", url]) == 2  # could not tell
     lines = capsys.readouterr().out.splitlines()
     assert lines[-2] == PARTIAL_WARNING
     assert lines[-1] == "verdict: unknown: the ledger covers one worker's traffic only"
@@ -146,15 +154,35 @@ def test_render_ready_verdict_with_a_young_ledger() -> None:
     assert "(no event requests recorded yet)" in empty
 
 
+def series(ext: ObservabilityExtension) -> dict[tuple[str, str | None, str | None], float]:
+    """What the extension's /metrics exposes, by (name, client, shape)."""
+    return {
+        (sample.name, sample.labels.get("client"), sample.labels.get("shape")): sample.value
+        for metric in ext.metrics.registry.collect()
+        for sample in metric.samples
+    }
+
+
 async def test_ledger_survives_a_restart(tmp_path: Path, aiohttp_server: Any) -> None:
-    """With state_file set, a new extension starts from what the previous one recorded."""
+    """With state_file set, a new extension starts from what the previous one recorded, and
+    exposes it on /metrics (last-seen times, ledger counts) before any new event."""
     settings = Settings.model_validate({"clients": {"state_file": str(tmp_path / "ledger.json")}})
     first = build_extension(settings)
     send(first, "old-svc", "emit_request", 4)
     send(first, "new-svc", "executor_event")
     await first.close()
     second = build_extension(settings)
+    # Before any new event, /metrics already shows what the ledger read back holds.
+    exposed = series(second)
+    old_last = first.ledger.clients["old-svc"].shapes["emit_request"].last_seen
+    assert exposed[("envelope_proxy_ledger_events", "old-svc", "emit_request")] == 4
+    assert exposed[("envelope_proxy_ledger_events", "new-svc", "executor_event")] == 1
+    last_seen = "envelope_proxy_client_last_seen_timestamp_seconds"
+    assert exposed[(last_seen, "old-svc", "emit_request")] == old_last
+    since = ("envelope_proxy_ledger_tracking_since_timestamp_seconds", None, None)
+    assert exposed[since] == first.ledger.tracking_since
     send(second, "old-svc", "emit_request")
+    assert series(second)[("envelope_proxy_ledger_events", "old-svc", "emit_request")] == 5
     report = await fetch_clients(await admin(second, aiohttp_server))
     assert report["clients"][0]["client"] == "old-svc"
     assert report["clients"][0]["shapes"]["emit_request"]["count"] == 5

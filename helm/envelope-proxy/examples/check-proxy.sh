@@ -10,4 +10,6 @@ echo
 echo "== target in use"
 curl -fsS "$ADMIN/metrics" | grep '^envelope_proxy_upstream_target_info'
 echo "== clients"
-envelope-proxy clients --admin "$ADMIN"
+# The verdict is also its exit status (0 ready, 1 not ready, 2 could not tell); here it is
+# only shown.
+envelope-proxy clients --admin "$ADMIN" || true
