@@ -54,6 +54,7 @@ RESTART_ONLY: tuple[str, ...] = (
     "clients",
     "tracing",
     "shadow",
+    "log",
 )
 
 _RELEASE = re.compile(r"^\d{1,4}\.\d{1,4}\.\d{1,6}$")
@@ -276,6 +277,16 @@ class TracingSettings(_Section):
     service_name: Annotated[str, Field(min_length=1)] = "envelope-proxy"
 
 
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+class LogSettings(_Section):
+    format: Literal["text", "json"] = "text"
+    level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
+    access: bool = False  # one line per request on the proxy port (logger envelope_proxy.access)
+
+
 class Settings(_Section):
     """The whole configuration; immutable, so a request can keep the snapshot it started with."""
 
@@ -290,6 +301,7 @@ class Settings(_Section):
     clients: ClientsSettings = ClientsSettings()
     shadow: bool = False
     tracing: TracingSettings = TracingSettings()
+    log: LogSettings = LogSettings()
 
     @field_validator("admin_listen")
     @classmethod
@@ -523,6 +535,7 @@ def keep_start_only(old: Settings, new: Settings) -> Settings:
             "clients": old.clients,
             "tracing": old.tracing,
             "shadow": old.shadow,
+            "log": old.log,
         }
     )
 

@@ -22,6 +22,7 @@ from aiohttp import hdrs, web
 from proxy.config import Settings
 from proxy.envelope.ids import SnowflakeMinter
 from proxy.server import events, passthrough
+from proxy.server.access_log import AccessNotes, access_log_kwargs
 from proxy.server.headers import SKIP_AUTO_HEADERS
 from proxy.server.hooks import Extension
 from proxy.server.keys import EVENT_SLOTS, SESSION, STATE, STREAM_SESSION, STREAMS, TASKS
@@ -41,11 +42,12 @@ def server_kwargs(settings: Settings) -> dict[str, Any]:
     Request bodies are not decompressed, so pass-through bodies reach the upstream as sent.
     An idle keep-alive connection is closed after `limits.keepalive_timeout_seconds`
     (aiohttp's own default, 75 s, lets idle clients hold sockets and memory for long).
+    With `log.access` the runner writes one access line per request (`access_log`).
     """
     return {
         "auto_decompress": False,
-        "access_log": None,
         "keepalive_timeout": settings.limits.keepalive_timeout_seconds,
+        **access_log_kwargs(settings.log.access),  # none unless `log.access` is on
     }
 
 
@@ -165,6 +167,8 @@ def create_app(
     file's directory and the rules directory are watched and changes applied live.
     `minter` mints this process's event ids (default: one for `envelope.machine_id`).
     """
+    if settings.log.access:
+        extensions = [*extensions, AccessNotes()]
     state = ProxyState(
         settings, extensions=extensions, config_file=config_file, load=reload_from, minter=minter
     )
