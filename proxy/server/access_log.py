@@ -65,6 +65,9 @@ class AccessNotes:
         if record.error_code is not None:
             notes["error"] = record.error_code
 
+    def on_passthrough(self, status: int, seconds: float) -> None:
+        return None
+
     def on_reload(self, ok: bool) -> None:
         return None
 

@@ -51,6 +51,7 @@ class Recorder:
         self.records: list[EventRecord] = []
         self.reloads: list[bool] = []
         self.targets: list[tuple[str, str | None]] = []
+        self.passthrough: list[tuple[int, float]] = []
         self.inflight: Callable[[], int] | None = None
         self.closed = False
         self.attempts = 0  # upstream requests the proxy's client session started
@@ -81,6 +82,9 @@ class Recorder:
 
     def on_event(self, record: EventRecord) -> None:
         self.records.append(record)
+
+    def on_passthrough(self, status: int, seconds: float) -> None:
+        self.passthrough.append((status, seconds))
 
     def on_reload(self, ok: bool) -> None:
         self.reloads.append(ok)
