@@ -29,6 +29,7 @@ from proxy.server.hooks import EventRecord
 
 ACCESS_LOGGER = "envelope_proxy.access"
 PASSTHROUGH_ROUTE = "(pass-through)"
+_IN_MESSAGE = ("method", "route", "status", "duration_ms")  # text lines need them once
 
 _NOTES: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "envelope_proxy_access_notes", default=None
@@ -116,7 +117,7 @@ class AccessLogger(AbstractAccessLogger):
             route or request.path,
             response.status,
             time * 1000,
-            extra={"fields": fields},
+            extra={"fields": fields, "in_message": _IN_MESSAGE},
         )
 
     @property

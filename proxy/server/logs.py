@@ -19,8 +19,8 @@ from pythonjsonlogger.orjson import OrjsonFormatter
 from proxy.config import LogSettings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-JSON_FIELDS = ("asctime", "levelname", "name", "message")
-_RENAMED = {"asctime": "time", "levelname": "level", "name": "logger"}
+JSON_FIELDS = ("levelname", "name", "message")
+_RENAMED = {"levelname": "level", "name": "logger"}
 
 
 class TraceContextFilter(logging.Filter):
@@ -35,7 +35,8 @@ class TraceContextFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    """The classic one-line format; trace ids and `extra` fields are appended as key=value."""
+    """The classic one-line format; trace ids and `fields` are appended as key=value
+    (leaving out those the record's `in_message` names: the message already says them)."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
@@ -43,6 +44,9 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         fields: dict[str, Any] = getattr(record, "fields", None) or {}
+        shown: tuple[str, ...] = getattr(record, "in_message", ())
+        if shown:
+            fields = {key: value for key, value in fields.items() if key not in shown}
         for key in ("trace_id", "span_id"):
             value = getattr(record, key, None)
             if value is not None and key not in fields:
@@ -56,8 +60,8 @@ def json_formatter() -> logging.Formatter:
     return OrjsonFormatter(
         list(JSON_FIELDS),
         rename_fields=_RENAMED,
-        datefmt="%Y-%m-%dT%H:%M:%S%z",
-        reserved_attrs=[*_reserved(), "fields"],
+        timestamp="time",  # ISO 8601 in UTC, microseconds
+        reserved_attrs=[*_reserved(), "fields", "in_message"],
     )
 
 

@@ -153,3 +153,24 @@ def test_an_unknown_format_is_a_config_error() -> None:
     problems: Any = result.stderr.decode()
     assert "log.format:" in problems
     assert "ENVELOPE_PROXY_LOG__FORMAT" in problems
+
+
+async def test_text_access_line_says_each_field_once(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """In text, the access message names method, route, status and time; the rest follow."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    serve = await serve_logging(upstream, ENVELOPE_PROXY_LOG__ACCESS="true")
+    try:
+        async with session.post(serve.proxy + "/api/events", data=WORKER_EVENT, headers=JSON):
+            pass
+        serve.signal(signal.SIGTERM)
+        assert await serve.wait() == 0
+    finally:
+        await serve.stop()
+    [line] = [line for line in serve.lines if " envelope_proxy.access: " in line]
+    message = line.split(" envelope_proxy.access: ", 1)[1]
+    assert message.startswith("POST /api/events 200 ")
+    assert " shape=worker_event target=executor_event " in message
+    assert "method=" not in message
+    assert "status=" not in message
