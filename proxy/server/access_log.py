@@ -4,8 +4,8 @@
 runs after the response was sent and reads what the request already left: method, route,
 status, duration, the shape and target the event handler put on the response headers, and
 what `AccessNotes` (an `Extension`) saw in the request's `EventRecord`: event id, client
-and refusal code. Bodies, query strings and header values other than the client's
-identity header are never logged.
+and refusal code, and, with tracing on, the request's trace and span ids. Bodies, query
+strings and header values other than the client's identity header are never logged.
 
 An event's exchange with the upstream may run in a task of its own, where the record is
 made; a per-request dict put in a context variable by `AccessNotes`' middleware is shared
@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler, Middleware
+from opentelemetry import trace
 
 from proxy.server.events import SHAPE_HEADER, TARGET_HEADER
 from proxy.server.hooks import EventRecord
@@ -40,6 +41,11 @@ _NOTES_KEY = web.RequestKey("envelope_proxy_access_notes", dict)
 @web.middleware
 async def _notes_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     notes: dict[str, Any] = {}
+    # The line is written after the request's server span has ended: keep its ids now.
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        notes["trace_id"] = format(context.trace_id, "032x")
+        notes["span_id"] = format(context.span_id, "016x")
     request[_NOTES_KEY] = notes
     _NOTES.set(notes)
     return await handler(request)

@@ -17,6 +17,7 @@ from tests.functional.server_support import (
     cli_env,
     start_upstream,
 )
+from tests.otlp_receiver import OtlpReceiver
 from tests.samples import REPO_ROOT, sample_bytes
 
 WORKER_EVENT = sample_bytes("worker_event__command_started")
@@ -174,3 +175,32 @@ async def test_text_access_line_says_each_field_once(
     assert " shape=worker_event target=executor_event " in message
     assert "method=" not in message
     assert "status=" not in message
+
+
+async def test_access_line_names_the_server_span_when_tracing_is_on(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """With tracing on, an event's access line carries its server span's trace and span ids."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    with OtlpReceiver() as receiver:
+        serve = await serve_logging(
+            upstream,
+            ENVELOPE_PROXY_LOG__FORMAT="json",
+            ENVELOPE_PROXY_LOG__ACCESS="true",
+            ENVELOPE_PROXY_TRACING__OTLP_ENDPOINT=receiver.endpoint,
+        )
+        try:
+            async with session.post(
+                serve.proxy + "/api/events", data=WORKER_EVENT, headers=JSON
+            ) as response:
+                assert response.status == 200
+            serve.signal(signal.SIGTERM)
+            assert await serve.wait() == 0
+        finally:
+            await serve.stop()
+        spans = await receiver.wait_for(lambda s: any(x.kind == "SERVER" for x in s))
+    [server] = [span for span in spans if span.kind == "SERVER"]
+    records = [orjson.loads(line) for line in serve.lines if line.strip()]
+    [access] = [r for r in records if r["logger"] == "envelope_proxy.access"]
+    assert (access["trace_id"], access["span_id"]) == (server.trace_id, server.span_id)
+    assert access["event_id"] == server.attributes["noetl.event_id"]
