@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Callable, Sequence
 
@@ -21,11 +22,22 @@ _COMMAND_MODULES = (
 )
 
 
+def package_version() -> str:
+    """The installed distribution's version (the package's own when run from a bare tree)."""
+    try:
+        return importlib.metadata.version("envelope-proxy")
+    except importlib.metadata.PackageNotFoundError:
+        from proxy import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="envelope-proxy",
         description="Accept every NoETL event envelope shape; forward what the upstream accepts.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

@@ -17,7 +17,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -29,11 +29,15 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_settings import EnvSettingsSource
 from pydantic_settings.sources.utils import parse_env_vars
+
+if TYPE_CHECKING:
+    from proxy.envelope import EngineOptions
 
 ENV_PREFIX = "ENVELOPE_PROXY_"
 ENV_NESTED_DELIMITER = "__"
@@ -50,6 +54,7 @@ RESTART_ONLY: tuple[str, ...] = (
     "clients",
     "tracing",
     "shadow",
+    "log",
 )
 
 _RELEASE = re.compile(r"^\d{1,4}\.\d{1,4}\.\d{1,6}$")
@@ -272,6 +277,16 @@ class TracingSettings(_Section):
     service_name: Annotated[str, Field(min_length=1)] = "envelope-proxy"
 
 
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+class LogSettings(_Section):
+    format: Literal["text", "json"] = "text"
+    level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
+    access: bool = False  # one line per request on the proxy port (logger envelope_proxy.access)
+
+
 class Settings(_Section):
     """The whole configuration; immutable, so a request can keep the snapshot it started with."""
 
@@ -286,6 +301,30 @@ class Settings(_Section):
     clients: ClientsSettings = ClientsSettings()
     shadow: bool = False
     tracing: TracingSettings = TracingSettings()
+    log: LogSettings = LogSettings()
+
+    @field_validator("admin_listen")
+    @classmethod
+    def _own_port(cls, value: str, info: ValidationInfo) -> str:
+        listen = info.data.get("listen")
+        if listen is not None and _same_socket(listen, value):
+            raise ValueError(
+                f"must not be the proxy's own address (listen is {listen}): both listeners "
+                "would bind one port; give the admin port its own, such as 0.0.0.0:9090"
+            )
+        return value
+
+
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "*"})
+
+
+def _same_socket(first: str, second: str) -> bool:
+    """Whether two `HOST:PORT` listeners would bind the same port (port 0 picks a free one)."""
+    host_a, port_a = split_host_port(first)
+    host_b, port_b = split_host_port(second)
+    if port_a != port_b or port_a == 0:
+        return False
+    return host_a == host_b or host_a in _WILDCARD_HOSTS or host_b in _WILDCARD_HOSTS
 
 
 class _EnvSource(EnvSettingsSource):
@@ -496,6 +535,7 @@ def keep_start_only(old: Settings, new: Settings) -> Settings:
             "clients": old.clients,
             "tracing": old.tracing,
             "shadow": old.shadow,
+            "log": old.log,
         }
     )
 
@@ -529,6 +569,19 @@ def redacted(settings: Settings) -> dict[str, Any]:
     """The settings as JSON-ready data with URL credentials and secret-looking values hidden."""
     data: dict[str, Any] = _redact(settings.model_dump(mode="json"))
     return data
+
+
+def engine_options(settings: Settings, machine_id: int) -> EngineOptions:
+    """The engine options a configuration stands for (serve and `convert --config` share it)."""
+    from proxy.envelope import EngineOptions
+
+    return EngineOptions(
+        normalise_status=settings.envelope.normalise_status,
+        mint=settings.envelope.mint,
+        machine_id=machine_id,
+        max_depth=settings.limits.max_json_depth,
+        batch_max_items=settings.limits.batch_max_items,
+    )
 
 
 def check_config(path: Path) -> list[str]:

@@ -1,11 +1,11 @@
-"""Access to the shared NoETL sample bodies (`../shared/spec/samples/` beside the checkout)."""
+"""Access to the NoETL sample bodies kept in the repository (`spec/samples/`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLES_DIR = REPO_ROOT.parent / "shared" / "spec" / "samples"
+SAMPLES_DIR = REPO_ROOT / "spec" / "samples"
 
 
 def sample_path(name: str) -> Path:

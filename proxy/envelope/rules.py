@@ -18,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from packaging.version import InvalidVersion, Version
+
 from proxy.envelope.rule_files import (
     CANONICAL_FIELDS,
     RELEASE,
@@ -144,7 +146,7 @@ class Rules:
     shapes: tuple[Shape, ...]  # in detection order
     default_fields: Mapping[str, tuple[Source, ...]]
     targets: Mapping[str, Target]
-    thresholds: tuple[tuple[tuple[int, int, int], str], ...]
+    thresholds: tuple[tuple[Version, str], ...]
     fallback: str
     derive: tuple[tuple[tuple[str, ...], str], ...]
     derive_otherwise: str
@@ -162,11 +164,22 @@ class Rules:
         return self.fallback
 
 
-def _parse_release(version: str) -> tuple[int, int, int] | None:
-    match = RELEASE.match(version.strip().removeprefix("v"))
+def _parse_release(version: str) -> Version | None:
+    """A release as `packaging.version` orders it: `2.19.1-rc.1` sorts below `2.19.1`.
+
+    A semver pre-release PEP 440 cannot spell (`2.19.1-SNAPSHOT`) still sorts below its
+    release, as semver says; anything not starting with X.Y.Z is unparsable.
+    """
+    text = version.strip().removeprefix("v")
+    match = RELEASE.match(text)
     if match is None:
         return None
-    return int(match[1]), int(match[2]), int(match[3])
+    try:
+        return Version(text)
+    except InvalidVersion:
+        release = f"{match[1]}.{match[2]}.{match[3]}"
+        rest = text[match.end() :]
+        return Version(release + ".dev0" if rest.startswith("-") else release)
 
 
 def default_rules_dir() -> Path:
@@ -442,8 +455,8 @@ class _Checker:
             )
         return compiled
 
-    def thresholds(self, file: VersionsFile) -> tuple[tuple[tuple[int, int, int], str], ...]:
-        compiled: list[tuple[tuple[int, int, int], str]] = []
+    def thresholds(self, file: VersionsFile) -> tuple[tuple[Version, str], ...]:
+        compiled: list[tuple[Version, str]] = []
         for index, threshold in enumerate(file.thresholds):
             release = _parse_release(threshold.min)
             assert release is not None
@@ -452,7 +465,7 @@ class _Checker:
                     "versions.yaml",
                     ("thresholds", index),
                     f"threshold {threshold.min} can never apply: an earlier threshold"
-                    f" ({'.'.join(map(str, compiled[-1][0]))}) already covers it;"
+                    f" ({compiled[-1][0]}) already covers it;"
                     " list thresholds from the highest down",
                 )
             compiled.append((release, threshold.target))

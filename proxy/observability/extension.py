@@ -105,6 +105,12 @@ class ObservabilityExtension:
                 self._failed_types.add(name)
                 log.error("recording an event failed: %s (logged once per type)", name)
 
+    def on_passthrough(self, status: int, seconds: float) -> None:
+        try:
+            self.metrics.observe_passthrough(status, seconds)
+        except Exception:  # observability never fails a request
+            log.exception("counting a pass-through request failed")
+
     def on_reload(self, ok: bool) -> None:
         self.metrics.count_reload(ok)
 
@@ -133,7 +139,16 @@ class ObservabilityExtension:
         client = self._identifier.label(identity)
         shape = record.shape or UNKNOWN_SHAPE
         self.metrics.observe_event(
-            client, shape, record.target, record.outcome, record.upstream_seconds, now
+            client,
+            shape,
+            record.target,
+            record.outcome,
+            record.upstream_seconds,
+            now,
+            request_seconds=(
+                time.perf_counter() - record.started if record.started is not None else None
+            ),
+            batch_size=record.batch_size,
         )
         self.ledger.record(client, shape, now)
         if self._shadow is not None:
@@ -159,8 +174,15 @@ class ObservabilityExtension:
     async def _serve_metrics(self, request: web.Request) -> web.Response:
         # In a thread: the process collector reads /proc, and a registry near the
         # client cap takes milliseconds to render; the loop keeps relaying events.
-        body, content_type = await asyncio.to_thread(self.metrics.render)
-        return web.Response(body=body, headers={"Content-Type": content_type})
+        body, content_type, gzipped = await asyncio.to_thread(
+            self.metrics.render,
+            request.headers.get("Accept", ""),
+            request.headers.get("Accept-Encoding", ""),
+        )
+        headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
 
     async def _serve_clients(self, request: web.Request) -> web.Response:
         report = self.ledger.report(self._clock())

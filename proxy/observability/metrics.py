@@ -1,4 +1,8 @@
-"""The proxy's Prometheus metrics: one registry per extension, served as text on admin `/metrics`.
+"""The proxy's Prometheus metrics: one registry per extension, served on admin `/metrics`.
+
+`render` speaks what the scraper asks for, through prometheus_client's own negotiation:
+OpenMetrics for `Accept: application/openmetrics-text`, else the Prometheus text format,
+gzip-compressed when `Accept-Encoding` allows it.
 
 Every family is declared here, with its labels. Label values are bounded: `client` is the
 capped client label (see `identity`), `shape` a shape name from the rules (or `unknown`),
@@ -8,12 +12,12 @@ Event ids never become labels.
 
 from __future__ import annotations
 
+import gzip
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -21,9 +25,10 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    generate_latest,
 )
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
+from proxy import __version__
 from proxy.observability.identity import clean
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,7 @@ DURATION_BUCKETS = (
     25.0,
 )
 UNVERSIONED = "unversioned"
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 
 @dataclass(slots=True)
@@ -54,6 +60,8 @@ class _EventSeries:
     last_seen: Gauge
     ledger_events: Gauge
     duration: Histogram | None = None  # created on the first upstream exchange only
+    request_duration: Histogram | None = None
+    batch_items: Counter | None = None  # created on the first batch only
 
 
 class ProxyMetrics:
@@ -107,6 +115,47 @@ class ProxyMetrics:
             ["client", "target", "result"],
             registry=r,
         )
+        self.build_info = Gauge(
+            "envelope_proxy_build_info",
+            "The running envelope-proxy's version (value 1).",
+            ["version"],
+            registry=r,
+        )
+        self.build_info.labels(version=__version__).set(1)
+        self.request_duration = Histogram(
+            "envelope_proxy_event_request_duration_seconds",
+            "Whole event requests, from the handler's start to the answer (the proxy's"
+            " own time included), by target and outcome.",
+            ["target", "outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.batch_items = Counter(
+            "envelope_proxy_batch_items_total",
+            "Events inside batch requests, by target and outcome of the batch.",
+            ["target", "outcome"],
+            registry=r,
+        )
+        self.passthrough = Counter(
+            "envelope_proxy_passthrough_requests_total",
+            "Pass-through requests (every path but the event endpoints) by status class.",
+            ["status_class"],
+            registry=r,
+        )
+        self.passthrough_duration = Histogram(
+            "envelope_proxy_passthrough_request_duration_seconds",
+            "Pass-through requests, until the answer was sent in full, by status class.",
+            ["status_class"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self._passthrough_series = {
+            status_class: (
+                self.passthrough.labels(status_class=status_class),
+                self.passthrough_duration.labels(status_class=status_class),
+            )
+            for status_class in STATUS_CLASSES
+        }
         for result in ("ok", "failed"):
             self.reloads.labels(result=result)
         # The sunset ledger as series (see `seed_ledger`): gauges rather than counters, so a
@@ -148,8 +197,10 @@ class ProxyMetrics:
         outcome: str,
         upstream_seconds: float | None,
         now: float,
+        request_seconds: float | None = None,
+        batch_size: int | None = None,
     ) -> None:
-        """Count one answered event request."""
+        """Count one answered event request (`batch_size`: items of a batch request)."""
         key = (client, shape, target, outcome)
         series = self._event_series.get(key)
         if series is None:
@@ -165,6 +216,25 @@ class ProxyMetrics:
             if series.duration is None:
                 series.duration = self.upstream_duration.labels(target=target, outcome=outcome)
             series.duration.observe(upstream_seconds)
+        if request_seconds is not None:
+            if series.request_duration is None:
+                series.request_duration = self.request_duration.labels(
+                    target=target, outcome=outcome
+                )
+            series.request_duration.observe(request_seconds)
+        if batch_size is not None:
+            if series.batch_items is None:
+                series.batch_items = self.batch_items.labels(target=target, outcome=outcome)
+            series.batch_items.inc(batch_size)
+
+    def observe_passthrough(self, status: int, seconds: float) -> None:
+        """Count one answered pass-through request."""
+        series = self._passthrough_series.get(f"{status // 100}xx")
+        if series is None:
+            return  # aiohttp answers only 1xx..5xx
+        counter, duration = series
+        counter.inc()
+        duration.observe(seconds)
 
     def seed_ledger(
         self,
@@ -200,9 +270,13 @@ class ProxyMetrics:
     def set_inflight_provider(self, provider: Callable[[], int]) -> None:
         self._inflight_provider = provider
 
-    def render(self) -> tuple[bytes, str]:
-        """The exposition text and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+    def render(self, accept: str = "", accept_encoding: str = "") -> tuple[bytes, str, bool]:
+        """The exposition for these request headers: body, content type, gzip-compressed."""
+        encoder, content_type = choose_encoder(accept)
+        body = encoder(self.registry)
+        if gzip_accepted(accept_encoding):
+            return gzip.compress(body, compresslevel=6), content_type, True
+        return body, content_type, False
 
     def _read_inflight(self) -> float:
         try:

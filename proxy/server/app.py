@@ -22,6 +22,7 @@ from aiohttp import hdrs, web
 from proxy.config import Settings
 from proxy.envelope.ids import SnowflakeMinter
 from proxy.server import events, passthrough, problems
+from proxy.server.access_log import AccessNotes, access_log_kwargs
 from proxy.server.forward import UpstreamError
 from proxy.server.headers import SKIP_AUTO_HEADERS
 from proxy.server.hooks import Extension
@@ -45,11 +46,12 @@ def server_kwargs(settings: Settings) -> dict[str, Any]:
     (aiohttp's own default, 75 s, lets idle clients hold sockets and memory for long).
     Handlers are not cancelled when their client leaves (aiohttp's default, which its test
     server changes): an event exchange runs to its end and its outcome is recorded.
+    With `log.access` the runner writes one access line per request (`access_log`).
     """
     return {
         "auto_decompress": False,
-        "access_log": None,
         "keepalive_timeout": settings.limits.keepalive_timeout_seconds,
+        **access_log_kwargs(settings.log.access),  # none unless `log.access` is on
     }
 
 
@@ -149,6 +151,8 @@ def create_app(
     file's directory and the rules directory are watched and changes applied live.
     `minter` mints this process's event ids (default: one for `envelope.machine_id`).
     """
+    if settings.log.access:
+        extensions = [*extensions, AccessNotes()]
     state = ProxyState(
         settings, extensions=extensions, config_file=config_file, load=reload_from, minter=minter
     )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from proxy.config import ConfigError, load_settings
 from proxy.envelope import RulesError
+from proxy.server.logs import configure_logging
 
 # flag attribute -> setting it overrides
 _FLAG_SETTINGS = {
@@ -32,19 +32,9 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def configure_logging() -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-
-
 def _serve(args: argparse.Namespace) -> int:
     from proxy.server.runner import serve
 
-    configure_logging()
     config_file: Path | None = args.config
     load = functools.partial(load_settings, config_file, overrides_from(args))
     try:
@@ -54,6 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
+    configure_logging(settings.log)
     try:
         return serve(settings, config_file=config_file, reload_from=load)
     except RulesError as exc:

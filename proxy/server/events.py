@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Literal
 
 import orjson
@@ -112,6 +113,7 @@ class _Exchange:
         self.body = b""  # kept only for the shadow check
         self.conversion: Conversion | None = None
         self.shape: str | None = None
+        self.started = time.perf_counter()  # for the whole request's duration
 
     def record(
         self,
@@ -146,6 +148,7 @@ class _Exchange:
             batch_size=conv.batch_size if conv else None,
             upstream_seconds=answer.seconds if answer else upstream_seconds,
             body=self.body,
+            started=self.started,
         )
         for ext in state.extensions:
             ext.on_event(record)

@@ -2,7 +2,8 @@
 
 The server owns the request path; extensions own what is recorded about it. They meet only
 here: the server builds an `EventRecord` for every request to an event endpoint and calls
-`Extension.on_event` inside the handler (so the request's server span is current), and it
+`Extension.on_event` inside the handler (so the request's server span is current), calls
+`Extension.on_passthrough` when a pass-through request was answered, and it
 lets extensions add middlewares, client trace configs and admin routes.
 """
 
@@ -62,6 +63,7 @@ class EventRecord:
     batch_size: int | None
     upstream_seconds: float | None
     body: bytes  # the body as received when `shadow` is on (for its check), else b""
+    started: float | None = None  # time.perf_counter() when the handler began
 
 
 class Extension(Protocol):
@@ -74,6 +76,8 @@ class Extension(Protocol):
     def admin_routes(self) -> Sequence[web.RouteDef]: ...
 
     def on_event(self, record: EventRecord) -> None: ...
+
+    def on_passthrough(self, status: int, seconds: float) -> None: ...
 
     def on_reload(self, ok: bool) -> None: ...
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -85,6 +86,17 @@ async def _open(request: web.Request, body: _ClientBody | None) -> aiohttp.Clien
 
 
 async def handle_passthrough(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    response = await _admit(request)
+    extensions = request.app[STATE].extensions
+    if extensions:
+        seconds = time.perf_counter() - started
+        for ext in extensions:
+            ext.on_passthrough(response.status, seconds)
+    return response
+
+
+async def _admit(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     limit = state.snapshot.settings.limits.max_inflight
     if state.inflight >= limit:

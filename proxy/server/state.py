@@ -17,8 +17,8 @@ import aiohttp
 from aiohttp.web import BaseRequest
 from yarl import URL
 
-from proxy.config import Settings, parse_client_source, resolve_machine_id
-from proxy.envelope import Engine, EngineOptions, Rules, load_rules
+from proxy.config import Settings, engine_options, parse_client_source, resolve_machine_id
+from proxy.envelope import Engine, Rules, load_rules
 from proxy.envelope.ids import SnowflakeMinter
 from proxy.server.hooks import Extension
 
@@ -68,14 +68,7 @@ def build_engine(settings: Settings, minter: SnowflakeMinter | None = None) -> t
     rules = load_rules(settings.rules_dir) if settings.rules_dir else load_rules()
     if minter is None:
         minter = SnowflakeMinter(resolve_machine_id(settings.envelope.machine_id))
-    options = EngineOptions(
-        normalise_status=settings.envelope.normalise_status,
-        mint=settings.envelope.mint,
-        machine_id=minter.machine_id,
-        max_depth=settings.limits.max_json_depth,
-        batch_max_items=settings.limits.batch_max_items,
-    )
-    return rules, Engine(rules, options, minter=minter)
+    return rules, Engine(rules, engine_options(settings, minter.machine_id), minter=minter)
 
 
 def choose_target(settings: Settings, rules: Rules, probed: str | None) -> tuple[str, str | None]:

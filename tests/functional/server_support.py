@@ -52,6 +52,7 @@ class Recorder:
         self.records: list[EventRecord] = []
         self.reloads: list[bool] = []
         self.targets: list[tuple[str, str | None]] = []
+        self.passthrough: list[tuple[int, float]] = []
         self.inflight: Callable[[], int] | None = None
         self.closed = False
         self.stats = UpstreamStats()  # the event client's, once the proxy app is built
@@ -80,6 +81,9 @@ class Recorder:
 
     def on_event(self, record: EventRecord) -> None:
         self.records.append(record)
+
+    def on_passthrough(self, status: int, seconds: float) -> None:
+        self.passthrough.append((status, seconds))
 
     def on_reload(self, ok: bool) -> None:
         self.reloads.append(ok)

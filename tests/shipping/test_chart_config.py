@@ -46,6 +46,7 @@ RESTART_ONLY_VALUES: dict[str, dict[str, Any]] = {
     "clients": {"config": {"file": {"clients": {"max_clients": 100}}}},
     "tracing": {"tracing": {"serviceName": "noetl-proxy"}},
     "shadow": {"shadow": True},
+    "log": {"log": {"format": "json"}},
 }
 # Settings the live reload applies: changing them must not roll the pods by itself.
 RELOADABLE_VALUES: dict[str, dict[str, Any]] = {
@@ -209,6 +210,21 @@ def test_machine_id_is_auto_by_default_so_each_pod_mints_its_own(
     config = config_yaml(render(pinned))
     assert config["envelope"] == {"machine_id": 12}
     assert load_settings_from(config, tmp_path).envelope.machine_id == 12
+
+
+@pytest.mark.parametrize("values", [{}, STANDALONE], ids=["sidecar", "standalone"])
+def test_log_values_reach_the_proxy_config(values: dict[str, Any], tmp_path: Path) -> None:
+    """`log.format`, `log.level` and `log.access` become the config's log section."""
+    assert (
+        load_settings_from(config_yaml(render(values)), tmp_path).log == proxy.config.LogSettings()
+    )
+    chosen = merge_values(values, {"log": {"format": "json", "level": "warning", "access": True}})
+    settings = load_settings_from(config_yaml(render(chosen)), tmp_path)
+    assert (settings.log.format, settings.log.level, settings.log.access) == (
+        "json",
+        "warning",
+        True,
+    )
 
 
 def mebibytes(quantity: str) -> float:

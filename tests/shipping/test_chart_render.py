@@ -96,11 +96,12 @@ def test_standalone_renders_a_hardened_deployment_service_pdb_and_monitor() -> N
     assert kinds(objects) == [
         "ConfigMap",
         "Deployment",
+        "Pod",
         "PodDisruptionBudget",
         "Service",
         "ServiceMonitor",
     ]
-    assert validate_objects(objects) == 4
+    assert validate_objects(objects) == 5
     deployment = find(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 3
     spec = pod_spec(deployment)
@@ -205,7 +206,7 @@ def test_inline_rules_are_a_configmap_mounted_as_a_directory() -> None:
     """rules.files becomes a ConfigMap mounted at /etc/envelope-proxy/rules; rules_dir follows."""
     rules = {"shapes.yaml": "order: []\n", "versions.yaml": "x: 1\n"}
     objects = render(merge_values(STANDALONE, {"rules": {"files": rules}}))
-    assert validate_objects(objects) == 5  # two ConfigMaps, Deployment, Service, PDB
+    assert validate_objects(objects) == 6  # two ConfigMaps, Deployment, Service, PDB, test Pod
     rules_map = find(objects, "ConfigMap", "noetl-envelope-proxy-rules")
     assert rules_map["data"] == rules
     deployment = find(objects, "Deployment")
@@ -257,7 +258,7 @@ def test_extra_env_and_otlp_endpoint_reach_the_container_and_config() -> None:
     _, container = proxy_container(find(objects, "Deployment"))
     assert container["env"] == env
     assert config_yaml(objects)["tracing"]["otlp_endpoint"] == "http://otel-collector:4318"
-    assert validate_objects(objects) == 4  # ConfigMap, Deployment, Service, PDB
+    assert validate_objects(objects) == 5  # ConfigMap, Deployment, Service, PDB, test Pod
 
 
 def test_explicit_grace_period_is_kept_when_long_enough() -> None:

@@ -29,8 +29,17 @@ EXPORTED: dict[str, tuple[str, ...]] = {
     "envelope_proxy_ledger_window_seconds": (),
     "envelope_proxy_ledger_tracking_since_timestamp_seconds": (),
     "envelope_proxy_ledger_partial": (),
+    "envelope_proxy_build_info": ("version",),
+    "envelope_proxy_event_request_duration_seconds": ("target", "outcome"),
+    "envelope_proxy_batch_items_total": ("target", "outcome"),
+    "envelope_proxy_passthrough_requests_total": ("status_class",),
+    "envelope_proxy_passthrough_request_duration_seconds": ("status_class",),
 }
-HISTOGRAMS = {"envelope_proxy_upstream_request_duration_seconds"}
+HISTOGRAMS = {
+    "envelope_proxy_upstream_request_duration_seconds",
+    "envelope_proxy_event_request_duration_seconds",
+    "envelope_proxy_passthrough_request_duration_seconds",
+}
 METRIC = re.compile(r"\benvelope_proxy_[a-z_]+")
 
 
@@ -78,6 +87,8 @@ def test_exported_families_match_the_proxy_registry() -> None:
     """The documented families and labels are the ones the proxy's registry exposes."""
     metrics = ProxyMetrics()
     metrics.observe_event("c", "worker_event", "event_request", "forwarded", 0.01, 1.0)
+    metrics.observe_event("c", "batch", "event_request", "forwarded", 0.01, 1.0, 0.02, 3)
+    metrics.observe_passthrough(200, 0.01)
     metrics.observe_shadow("c", "executor_event", "ok")
     metrics.set_target("event_request", "2.9.0")
     metrics.count_reload(True)
@@ -101,10 +112,28 @@ def test_dashboard_answers_the_cutover_questions() -> None:
     legacy = 'envelope_proxy_client_last_seen_timestamp_seconds{shape!~"executor_event|unknown"'
     assert legacy in joined
     assert 'outcome=~"upstream_failed|upstream_rejected"' in joined
-    quantiles = re.findall(r"histogram_quantile\((0\.\d+),", joined)
-    assert sorted(quantiles) == ["0.5", "0.95", "0.99"]
-    assert "envelope_proxy_upstream_request_duration_seconds_bucket" in joined
+    for histogram in (
+        "envelope_proxy_upstream_request_duration_seconds_bucket",
+        "envelope_proxy_event_request_duration_seconds_bucket",
+    ):
+        quantiles = [
+            q
+            for e in exprs
+            if histogram in e
+            for q in re.findall(r"histogram_quantile\((0\.\d+),", e)
+        ]
+        assert sorted(quantiles) == ["0.5", "0.95", "0.99"], histogram
+    assert "envelope_proxy_passthrough_requests_total" in joined
     assert 'envelope_proxy_shadow_total{result!="ok"' in joined
+
+
+def test_share_by_shape_leaves_out_bodies_refused_before_detection() -> None:
+    """The share of events by shape divides detected shapes by detected shapes only."""
+    [panel] = [p for p in load()["panels"] if p["title"] == "Share of events by shape"]
+    [target] = panel["targets"]
+    selectors = re.findall(r"envelope_proxy_events_total\{([^}]*)\}", target["expr"])
+    assert len(selectors) == 2
+    assert all('shape!="unknown"' in selector for selector in selectors)
 
 
 def test_dashboard_configmap_carries_the_file_for_the_grafana_sidecar() -> None:

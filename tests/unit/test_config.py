@@ -384,3 +384,34 @@ def test_an_env_value_that_is_not_json_names_the_variable() -> None:
     assert "ENVELOPE_PROXY_CLIENTS__SOURCES='header:X-Team': not valid JSON" in problems
     assert "MAX_CLIENTS" not in problems
     assert "_EnvSource" not in problems
+
+
+@pytest.mark.parametrize(
+    ("listen", "admin"),
+    [
+        ("0.0.0.0:8080", "0.0.0.0:8080"),
+        ("127.0.0.1:8080", "0.0.0.0:8080"),
+        ("[::]:9090", "127.0.0.1:9090"),
+    ],
+)
+def test_admin_listen_on_the_proxy_port_is_refused(listen: str, admin: str) -> None:
+    """Two listeners on one port would fail at bind; validation names the clash instead."""
+    problems = problems_of(None, overrides={"listen": listen, "admin_listen": admin}, environ={})
+    assert problems.startswith(
+        f"admin_listen: must not be the proxy's own address (listen is {listen})"
+    )
+    assert "[from command line]" in problems
+
+
+@pytest.mark.parametrize(
+    ("listen", "admin"),
+    [
+        ("127.0.0.1:8080", "127.0.0.2:8080"),
+        ("127.0.0.1:0", "127.0.0.1:0"),
+        ("0.0.0.0:8080", "0.0.0.0:8081"),
+    ],
+)
+def test_listeners_on_distinct_sockets_pass(listen: str, admin: str) -> None:
+    """Different hosts (neither a wildcard), port 0 or different ports do not clash."""
+    settings = load_settings(None, {"listen": listen, "admin_listen": admin}, environ={})
+    assert (settings.listen, settings.admin_listen) == (listen, admin)

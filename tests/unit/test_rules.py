@@ -53,6 +53,24 @@ def test_default_rules_load_and_map_versions() -> None:
     assert len(rules.digest) == 16
 
 
+@pytest.mark.parametrize(
+    ("version", "target"),
+    [
+        ("2.19.1-rc.1", "event_request"),
+        ("v2.19.1-beta", "event_request"),
+        ("2.19.1-SNAPSHOT", "event_request"),
+        ("2.19.1rc1", "event_request"),
+        ("2.19.1+build.7", "executor_event"),
+        ("2.19.2-rc.1", "executor_event"),
+        ("2.19.1.post1", "executor_event"),
+        ("2.19.1-dirty.local", "event_request"),
+    ],
+)
+def test_releases_compare_as_versions_with_pre_releases_below(version: str, target: str) -> None:
+    """A pre-release of the threshold release is below it; build metadata is not."""
+    assert load_rules().target_for_version(version) == target
+
+
 def test_unknown_key_names_file_and_line(rules_dir: Path) -> None:
     """A misspelt key is an error at its own line."""
     edit(

@@ -3,7 +3,7 @@ The proxy's configuration file and the ConfigMaps that carry it.
 
 Exported (argument: dict "root" $ "values" <envelope-proxy values>, see _helpers.tpl):
   envelope-proxy.configYaml      config.yaml text. Reads upstream.url, upstream.version, shadow,
-                                 ports.proxy, ports.admin, rules.*, tracing.*, config.file.
+                                 ports.proxy, ports.admin, rules.*, tracing.*, log.*, config.file.
   envelope-proxy.configMap       the ConfigMap manifest holding config.yaml. Reads the above
                                  plus nameOverride/fullnameOverride, image.tag (labels).
   envelope-proxy.rulesConfigMap  the ConfigMap manifest of rules.files ("" when none).
@@ -11,7 +11,7 @@ Exported (argument: dict "root" $ "values" <envelope-proxy values>, see _helpers
   envelope-proxy.restartChecksum sha256 of the settings the proxy reads only at start.
   envelope-proxy.podAnnotations  annotations for the pod template (the host pod's too):
                                  checksum/envelope-proxy-restart always: a change to a setting
-                                 the live reload cannot apply (shadow, tracing, clients, ports,
+                                 the live reload cannot apply (shadow, tracing, log, clients, ports,
                                  workers, pool size, keep-alive timeout, machine id) rolls the pods;
                                  checksum/envelope-proxy-config only with config.rollOnChange:
                                  any change rolls the pods. Without it, upstream.version and
@@ -36,6 +36,8 @@ Exported (argument: dict "root" $ "values" <envelope-proxy values>, see _helpers
 {{- $_ = set $tracing "otlp_endpoint" $v.tracing.otlpEndpoint -}}
 {{- end -}}
 {{- $_ = set $cfg "tracing" $tracing -}}
+{{- $log := $v.log | default dict -}}
+{{- $_ = set $cfg "log" (dict "format" ($log.format | default "text") "level" ($log.level | default "info") "access" (eq (toString $log.access) "true")) -}}
 {{- toYaml $cfg -}}
 {{- end -}}
 
@@ -73,7 +75,7 @@ data:
 {{/* Keep in step with RESTART_ONLY in proxy/config.py (a test compares them). */}}
 {{- define "envelope-proxy.restartChecksum" -}}
 {{- $cfg := include "envelope-proxy.configYaml" . | fromYaml -}}
-{{- $startOnly := pick $cfg "listen" "admin_listen" "workers" "clients" "tracing" "shadow" -}}
+{{- $startOnly := pick $cfg "listen" "admin_listen" "workers" "clients" "tracing" "shadow" "log" -}}
 {{- $_ := set $startOnly "upstream.pool_size" (get ($cfg.upstream | default dict) "pool_size") -}}
 {{- $_ = set $startOnly "limits.keepalive_timeout_seconds" (get ($cfg.limits | default dict) "keepalive_timeout_seconds") -}}
 {{- $_ = set $startOnly "lifecycle.shutdown_timeout_seconds" (get ($cfg.lifecycle | default dict) "shutdown_timeout_seconds") -}}

@@ -57,16 +57,36 @@ The chart name, chart version and app version are repeated here because a host c
 {{- end -}}
 
 {{/* Labels selecting this release's proxy pods (standalone). */}}
+{{/* The Service that carries the admin port: its own with service.separateAdmin. */}}
+{{- define "envelope-proxy.adminServiceName" -}}
+{{- if .values.service.separateAdmin -}}
+{{- printf "%s-admin" (include "envelope-proxy.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- include "envelope-proxy.fullname" . -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "envelope-proxy.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "envelope-proxy.name" . }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- end -}}
+
+{{/* Labels of the `helm test` pod: not the proxy's selector, so no Service routes to it. */}}
+{{- define "envelope-proxy.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-test" (include "envelope-proxy.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: test
+{{- end -}}
+
+{{- define "envelope-proxy.versionLabel" -}}
+app.kubernetes.io/version: {{ default (include "envelope-proxy.appVersion" .) .values.image.tag | trunc 63 | trimSuffix "-" | quote }}
 {{- end -}}
 
 {{/* Standard labels of every object this chart renders. */}}
 {{- define "envelope-proxy.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" (include "envelope-proxy.chartName" .) (include "envelope-proxy.chartVersion" .) }}
 {{ include "envelope-proxy.selectorLabels" . }}
-app.kubernetes.io/version: {{ default (include "envelope-proxy.appVersion" .) .values.image.tag | trunc 63 | trimSuffix "-" | quote }}
+{{ include "envelope-proxy.versionLabel" . }}
 app.kubernetes.io/component: proxy
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end -}}

@@ -1,0 +1,206 @@
+"""Logging of a real `serve` process: JSON lines, the access log, levels, trace ids."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tests.functional.server_support import (
+    JSON,
+    ServeProcess,
+    ServerFactory,
+    cli_env,
+    start_upstream,
+)
+from tests.otlp_receiver import OtlpReceiver
+from tests.samples import REPO_ROOT, sample_bytes
+
+WORKER_EVENT = sample_bytes("worker_event__command_started")
+SECRET = "s3cr3t-value"
+
+
+async def serve_logging(upstream: str, **env: str) -> ServeProcess:
+    return await ServeProcess.start(
+        "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--upstream", upstream, env=env
+    )
+
+
+async def test_json_format_and_access_log_one_line_per_request(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """Every line is JSON; each request gets one access line without bodies or credentials."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    serve = await serve_logging(
+        upstream, ENVELOPE_PROXY_LOG__FORMAT="json", ENVELOPE_PROXY_LOG__ACCESS="true"
+    )
+    try:
+        headers = {**JSON, "X-NoETL-Client": "team-a", "Authorization": f"Bearer {SECRET}"}
+        async with session.post(serve.proxy + "/api/events", data=WORKER_EVENT, headers=headers):
+            pass
+        async with session.post(serve.proxy + "/api/events", data=b"[1]", headers=JSON) as refused:
+            assert refused.status == 422
+        async with session.get(serve.proxy + f"/api/health?token={SECRET}") as health:
+            assert health.status == 200
+        serve.signal(signal.SIGTERM)
+        assert await serve.wait() == 0
+    finally:
+        await serve.stop()
+    records = [orjson.loads(line) for line in serve.lines if line.strip()]
+    assert {"time", "level", "logger", "message"} <= set(records[0])
+    access = [r for r in records if r["logger"] == "envelope_proxy.access"]
+    assert len(access) == 3, access
+    event, bad, passthrough = access
+    assert event["method"] == "POST"
+    assert event["route"] == "/api/events"
+    assert event["status"] == 200
+    assert event["shape"] == "worker_event"
+    assert event["target"] == "executor_event"
+    assert event["client"] == "team-a"
+    assert event["event_id"].isdigit()
+    assert event["duration_ms"] > 0
+    assert event["peer"] == "127.0.0.1"
+    assert (bad["status"], bad["error"]) == (422, "not_an_object")
+    assert "event_id" not in bad
+    assert (passthrough["route"], passthrough["path"]) == ("(pass-through)", "/api/health")
+    assert SECRET not in serve.output
+    assert b"command.started" not in serve.output.encode()
+
+
+async def test_text_format_without_access_log_is_the_default(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """Without log settings: the classic text lines and no access line."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    serve = await serve_logging(upstream)
+    try:
+        async with session.post(serve.proxy + "/api/events", data=WORKER_EVENT, headers=JSON):
+            pass
+        serve.signal(signal.SIGTERM)
+        assert await serve.wait() == 0
+    finally:
+        await serve.stop()
+    assert " INFO envelope_proxy.server: envelope-proxy listening on " in serve.output
+    assert not serve.output.startswith("{")
+    assert "envelope_proxy.access" not in serve.output
+
+
+def run_logging(code: str, **env: str) -> list[str]:
+    """Run `code` after the proxy's logging setup in a fresh interpreter; its stderr lines."""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=cli_env(**env),
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stderr.decode().splitlines()
+
+
+SETUP = (
+    "import logging\n"
+    "from proxy.config import load_settings\n"
+    "from proxy.server.logs import configure_logging\n"
+    "configure_logging(load_settings(None).log)\n"
+    "log = logging.getLogger('envelope_proxy.test')\n"
+)
+
+
+def test_level_hides_records_below_it() -> None:
+    """`log.level: warning` drops INFO records and keeps warnings."""
+    lines = run_logging(
+        SETUP + "log.info('hidden')\nlog.warning('shown')\n", ENVELOPE_PROXY_LOG__LEVEL="WARNING"
+    )
+    assert len(lines) == 1
+    assert lines[0].endswith("WARNING envelope_proxy.test: shown")
+
+
+def test_records_inside_a_span_carry_its_trace_and_span_ids() -> None:
+    """With tracing on, a record logged inside a span names the span's trace and span ids."""
+    code = SETUP + (
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "tracer = TracerProvider().get_tracer('t')\n"
+        "log.info('outside')\n"
+        "with tracer.start_as_current_span('s') as span:\n"
+        "    c = span.get_span_context()\n"
+        "    log.info('inside %032x %016x', c.trace_id, c.span_id)\n"
+    )
+    outside, inside = (
+        orjson.loads(line) for line in run_logging(code, ENVELOPE_PROXY_LOG__FORMAT="json")
+    )
+    assert "trace_id" not in outside
+    _, trace_id, span_id = inside["message"].split()
+    assert (inside["trace_id"], inside["span_id"]) == (trace_id, span_id)
+    [text] = run_logging(code.replace("log.info('outside')\n", ""))
+    trace_id, span_id = text.split(": inside ", 1)[1].split()[:2]
+    assert text.endswith(f"trace_id={trace_id} span_id={span_id}")
+
+
+def test_an_unknown_format_is_a_config_error() -> None:
+    """`log.format` is text or json; anything else is refused naming the variable."""
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "serve"],
+        env=cli_env(ENVELOPE_PROXY_LOG__FORMAT="yaml"),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    problems: Any = result.stderr.decode()
+    assert "log.format:" in problems
+    assert "ENVELOPE_PROXY_LOG__FORMAT" in problems
+
+
+async def test_text_access_line_says_each_field_once(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """In text, the access message names method, route, status and time; the rest follow."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    serve = await serve_logging(upstream, ENVELOPE_PROXY_LOG__ACCESS="true")
+    try:
+        async with session.post(serve.proxy + "/api/events", data=WORKER_EVENT, headers=JSON):
+            pass
+        serve.signal(signal.SIGTERM)
+        assert await serve.wait() == 0
+    finally:
+        await serve.stop()
+    [line] = [line for line in serve.lines if " envelope_proxy.access: " in line]
+    message = line.split(" envelope_proxy.access: ", 1)[1]
+    assert message.startswith("POST /api/events 200 ")
+    assert " shape=worker_event target=executor_event " in message
+    assert "method=" not in message
+    assert "status=" not in message
+
+
+async def test_access_line_names_the_server_span_when_tracing_is_on(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """With tracing on, an event's access line carries its server span's trace and span ids."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    with OtlpReceiver() as receiver:
+        serve = await serve_logging(
+            upstream,
+            ENVELOPE_PROXY_LOG__FORMAT="json",
+            ENVELOPE_PROXY_LOG__ACCESS="true",
+            ENVELOPE_PROXY_TRACING__OTLP_ENDPOINT=receiver.endpoint,
+        )
+        try:
+            async with session.post(
+                serve.proxy + "/api/events", data=WORKER_EVENT, headers=JSON
+            ) as response:
+                assert response.status == 200
+            serve.signal(signal.SIGTERM)
+            assert await serve.wait() == 0
+        finally:
+            await serve.stop()
+        spans = await receiver.wait_for(lambda s: any(x.kind == "SERVER" for x in s))
+    [server] = [span for span in spans if span.kind == "SERVER"]
+    records = [orjson.loads(line) for line in serve.lines if line.strip()]
+    [access] = [r for r in records if r["logger"] == "envelope_proxy.access"]
+    assert (access["trace_id"], access["span_id"]) == (server.trace_id, server.span_id)
+    assert access["event_id"] == server.attributes["noetl.event_id"]
