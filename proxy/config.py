@@ -50,6 +50,7 @@ RESTART_ONLY: tuple[str, ...] = (
     "clients",
     "tracing",
     "shadow",
+    "quarantine",
 )
 
 _RELEASE = re.compile(r"^\d{1,4}\.\d{1,4}\.\d{1,6}$")
@@ -272,6 +273,29 @@ class TracingSettings(_Section):
     service_name: Annotated[str, Field(min_length=1)] = "envelope-proxy"
 
 
+class QuarantineSettings(_Section):
+    """Where refused bodies are kept (see `proxy.quarantine`); off unless enabled."""
+
+    enabled: bool = False
+    dir: Path | None = None
+    # The whole store, all segments of all workers; the oldest segment goes first.
+    max_bytes: Annotated[int, Field(ge=64 * 1024, le=1 << 40)] = 256 * 1024 * 1024
+
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _dir_when_enabled(self) -> QuarantineSettings:
+        if self.enabled and self.dir is None:
+            raise ValueError("dir must be set when the quarantine is enabled")
+        return self
+
+
+Mode = Literal["enforce", "observe"]
+
+
 class Settings(_Section):
     """The whole configuration; immutable, so a request can keep the snapshot it started with."""
 
@@ -286,6 +310,10 @@ class Settings(_Section):
     clients: ClientsSettings = ClientsSettings()
     shadow: bool = False
     tracing: TracingSettings = TracingSettings()
+    # enforce: forward the converted body, refuse what the engine refuses. observe: forward
+    # every event body as received and only record what enforce would have done.
+    mode: Mode = "enforce"
+    quarantine: QuarantineSettings = QuarantineSettings()
 
 
 class _EnvSource(EnvSettingsSource):
@@ -496,6 +524,7 @@ def keep_start_only(old: Settings, new: Settings) -> Settings:
             "clients": old.clients,
             "tracing": old.tracing,
             "shadow": old.shadow,
+            "quarantine": old.quarantine,
         }
     )
 

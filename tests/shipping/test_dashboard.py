@@ -24,6 +24,12 @@ EXPORTED: dict[str, tuple[str, ...]] = {
     "envelope_proxy_config_reloads_total": ("result",),
     "envelope_proxy_inflight_requests": (),
     "envelope_proxy_shadow_total": ("client", "target", "result"),
+    "envelope_proxy_rejections_total": ("client", "code"),
+    "envelope_proxy_observe_total": ("client", "target", "result"),
+    "envelope_proxy_quarantine_records_total": ("result",),
+    "envelope_proxy_quarantine_dropped_segments_total": (),
+    "envelope_proxy_quarantine_dropped_records_total": (),
+    "envelope_proxy_quarantine_bytes": (),
 }
 HISTOGRAMS = {"envelope_proxy_upstream_request_duration_seconds"}
 METRIC = re.compile(r"\benvelope_proxy_[a-z_]+")
@@ -74,6 +80,9 @@ def test_exported_families_match_the_proxy_registry() -> None:
     metrics = ProxyMetrics()
     metrics.observe_event("c", "worker_event", "event_request", "forwarded", 0.01, 1.0)
     metrics.observe_shadow("c", "executor_event", "ok")
+    metrics.observe_rejection("c", "unknown_shape")
+    metrics.observe_would("c", "event_request", "ok")
+    metrics.observe_quarantine(written=1)
     metrics.set_target("event_request", "2.9.0")
     metrics.count_reload(True)
     exposed: dict[str, tuple[str, ...]] = {}
@@ -99,6 +108,7 @@ def test_dashboard_answers_the_cutover_questions() -> None:
     assert sorted(quantiles) == ["0.5", "0.95", "0.99"]
     assert "envelope_proxy_upstream_request_duration_seconds_bucket" in joined
     assert 'envelope_proxy_shadow_total{result!="ok"' in joined
+    assert any("envelope_proxy_rejections_total" in e and "by (client, code)" in e for e in exprs)
 
 
 def test_dashboard_configmap_carries_the_file_for_the_grafana_sidecar() -> None:
