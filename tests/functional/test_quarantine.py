@@ -203,7 +203,8 @@ async def test_sigkill_mid_write_leaves_a_readable_store(
             assert r.status == 422
 
         async def written_again() -> bool:
-            return [r["code"] for r in await read_store(tmp_path)][-1] == "not_an_object"
+            codes = [str(r["code"]) for r in await read_store(tmp_path)]
+            return codes[-1] == "not_an_object"
 
         await eventually(written_again)
     finally:
