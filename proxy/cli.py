@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "proxy.emulator.commands",  # upstream
     "proxy.demo",  # demo
     "proxy.ledger_commands",  # clients
+    "proxy.quarantine.commands",  # quarantine
 )
 
 
