@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "proxy.demo",  # demo
     "proxy.ledger_commands",  # clients
     "proxy.quarantine.commands",  # quarantine
+    "proxy.rule_tests",  # test
 )
 
 
