@@ -109,6 +109,7 @@ def test_dashboard_answers_the_cutover_questions() -> None:
     assert "envelope_proxy_upstream_request_duration_seconds_bucket" in joined
     assert 'envelope_proxy_shadow_total{result!="ok"' in joined
     assert any("envelope_proxy_rejections_total" in e and "by (client, code)" in e for e in exprs)
+    assert 'envelope_proxy_observe_total{result!="ok"' in joined
 
 
 def test_dashboard_configmap_carries_the_file_for_the_grafana_sidecar() -> None:

@@ -3,6 +3,7 @@ a changed output, a changed refusal, broken rules and broken fixture files."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -93,3 +94,28 @@ def _cases(path: Path) -> list[dict[str, Any]]:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     cases: list[dict[str, Any]] = data["tests"]
     return cases
+
+
+def test_the_documented_fixture_passes_against_the_readme_shape(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/cutover-safety.md's example fixture, with the README's gateway_v0 shape added
+    to a copy of the rules, passes as written."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("for example a producer that sends", 1)[1]
+    shape = re.search(r"```yaml\n(.*?)```", block, flags=re.DOTALL)
+    doc = (REPO_ROOT / "docs" / "cutover-safety.md").read_text(encoding="utf-8")
+    fixture = re.search(r"```yaml\n(.*?)```", doc.split("## Rule fixtures", 1)[1], re.DOTALL)
+    assert shape is not None
+    assert fixture is not None
+    rules = _copy(tmp_path)
+    added = yaml.safe_load(shape.group(1))
+    shapes = yaml.safe_load((rules / "shapes.yaml").read_text(encoding="utf-8"))
+    shapes["order"] = added["order"]
+    shapes["shapes"].update(added["shapes"])
+    (rules / "shapes.yaml").write_text(yaml.safe_dump(shapes, sort_keys=False), encoding="utf-8")
+    fixtures = tmp_path / "fixtures"
+    fixtures.mkdir()
+    (fixtures / "gateway.yaml").write_text(fixture.group(1), encoding="utf-8")
+    assert main(["test", str(fixtures), "--rules", str(rules)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("2 passed, 0 failed")
