@@ -75,6 +75,9 @@ async def test_rejections_are_counted_by_client_and_code(
     expected = {(("client", "bad-producer"), ("code", code)): 1.0 for code in REFUSED}
     expected[(("client", "text"), ("code", "unsupported_media_type"))] = 1.0
     assert counted == expected
+    async with session.get(stack.admin + "/rejections") as response:
+        assert response.status == 404  # the quarantine is off
+        assert "quarantine" in (await response.json())["detail"]
 
 
 async def test_refused_bodies_of_each_code_land_in_the_quarantine_and_nothing_else(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import pty
 import shutil
 import signal
 from pathlib import Path
@@ -134,10 +136,11 @@ async def test_replay_sends_each_record_once(
     a second replay skips them all; the still-refused one is reported, not sent."""
     stack, store = await quarantined_stack(aiohttp_server, session, tmp_path)
     replay = ("quarantine", "replay", "--dir", str(store), "--upstream", stack.upstream)
-    code, out, _ = await run_cli(*replay, "--rate", "100")
+    code, out, err = await run_cli(*replay, "--rate", "100")
     assert code == 0, out
     assert "sent 6, still refused 1, upstream refused 0" in out
     assert "as executor_event" in out
+    assert "\r[" not in err  # no progress bar on a pipe
     assert sorted(await stored_steps(stack)) == STEPS
     code, out, _ = await run_cli(*replay, "--rate", "100")
     assert code == 0
@@ -205,3 +208,27 @@ async def fault(
     kwargs: dict[str, Any] = {"json": config} if config is not None else {}
     async with method(stack.upstream + "/_emulator/faults", **kwargs) as response:
         assert response.status in (200, 204), await response.text()
+
+
+async def test_replay_shows_a_progress_bar_on_a_terminal(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    stack, store = await quarantined_stack(aiohttp_server, session, tmp_path)
+    leader, follower = pty.openpty()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *cli("quarantine", "replay", "--dir", str(store), "--upstream", stack.upstream),
+            cwd=REPO_ROOT,
+            env=cli_env(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=follower,
+        )
+        async with asyncio.timeout(60):
+            out, _ = await process.communicate()
+        shown = await asyncio.to_thread(os.read, leader, 65536)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert process.returncode == 0, out
+    assert b"\r[" in shown
+    assert b"7/7 sent 6 refused 1" in shown
