@@ -4,8 +4,9 @@ A segment is `<start, Unix ms, 13 digits>-<worker, 3 digits>.jsonl`; each worker
 appends only to its own newest segment and opens a new one at start and when the segment
 reaches an eighth of its share of `max_bytes` (so dropping one frees a small part of the
 store). When its segments together exceed its share (`max_bytes / workers`), its oldest
-segments are deleted, whole, until they fit again; the newest is never deleted. A record
-larger than the share is not kept (counted).
+segments are deleted, whole, until they fit again; the newest is never deleted. Worker 0
+also looks after segments left by workers that no longer run. A record larger than the
+share is not kept (counted).
 
 Durability: each batch of records goes out in `write` calls on a file opened with
 `O_APPEND` and is `fsync`ed before the next batch is taken; a new segment's directory
@@ -34,6 +35,7 @@ from proxy.quarantine.records import Filter, Refusal, record_data, without_body
 
 SEGMENT = re.compile(r"^(\d{13})-(\d{3})\.jsonl$")
 MIN_SEGMENT_BYTES = 8 * 1024
+ID_ROOM = 48  # bytes an id and its key take in a line
 SEGMENTS_PER_SHARE = 8
 
 
@@ -84,6 +86,7 @@ class SegmentWriter:
         self.share = max(max_bytes // max(workers, 1), 1)
         self.segment_limit = max(self.share // SEGMENTS_PER_SHARE, MIN_SEGMENT_BYTES)
         self.worker = worker
+        self.workers = max(workers, 1)
         self._clock = clock
         self._own: list[_Segment] = []
         self._fd: int | None = None
@@ -97,10 +100,14 @@ class SegmentWriter:
     def open(self) -> None:
         """Create the directory and take stock of this worker's earlier segments."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        suffix = f"-{self.worker:03d}.jsonl"
         self._own = []
         for path in segments(self.directory):
-            if path.name.endswith(suffix):
+            match = SEGMENT.match(path.name)
+            assert match is not None
+            owner = int(match[2])
+            # Worker 0 also keeps the segments of workers that no longer run (the proxy
+            # was scaled down), so they count against the cap and age out too.
+            if owner == self.worker or (self.worker == 0 and owner >= self.workers):
                 data = path.read_bytes()
                 self._own.append(_Segment(path, len(data), data.count(b"\n")))
         self._opened = True
@@ -112,14 +119,14 @@ class SegmentWriter:
         result = AppendResult()
         pending: list[bytes] = []
         for refusal, shape in refusals:
-            data = record_data(refusal, shape)
-            line = orjson.dumps({"id": "", **data})  # size with an id of the usual length
-            if len(line) + 40 > self.share:
+            # Serialised once; the id, known only once the segment is, goes in front.
+            rest = orjson.dumps(record_data(refusal, shape))[1:]
+            if len(rest) + ID_ROOM > self.share:
                 result.too_large += 1
                 continue
-            segment = self._current(len(line) + 40, pending)
+            segment = self._current(len(rest) + ID_ROOM, pending)
             record_id = f"{segment.path.stem}.{segment.records + 1}"
-            line = orjson.dumps({"id": record_id, **data}) + b"\n"
+            line = b'{"id":"' + record_id.encode() + b'",' + rest + b"\n"
             pending.append(line)
             segment.size += len(line)
             segment.records += 1

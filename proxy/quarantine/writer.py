@@ -112,10 +112,14 @@ class QuarantineWriter:
         items = [(refusal, _shape(engine, refusal.body)) for refusal, engine in batch]
         try:
             result = self.store.append(items)
-        except OSError as exc:
+        except Exception as exc:  # a full or broken volume must not stop the writer
             if not self._failed_logged:
                 self._failed_logged = True
-                log.error("quarantine write to %s failed: %s", self.store.directory, exc)
+                log.error(
+                    "quarantine write to %s failed: %s (logged once)",
+                    self.store.directory,
+                    exc if isinstance(exc, OSError) else type(exc).__name__,
+                )
             return Outcome(AppendResult(), len(items), self.store.size)
         return Outcome(result, 0, self.store.size)
 

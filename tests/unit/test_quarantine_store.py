@@ -103,3 +103,17 @@ def test_the_journal_keeps_the_last_state_and_skips_a_torn_line(tmp_path: Path) 
     journal.close()
     path.write_bytes(path.read_bytes() + b'{"id":"a.2","sta')
     assert read_states(path) == {"a.1": SENT, "a.2": IN_FLIGHT}
+
+
+def test_worker_0_adopts_the_segments_of_workers_that_no_longer_run(tmp_path: Path) -> None:
+    """Scaled down from two workers to one: worker 1's old segments count and age out."""
+    old = SegmentWriter(tmp_path, 64 * 1024, worker=1, workers=2)
+    old.append([(refusal(n, b"y" * 500), None) for n in range(20)])
+    old.close()
+    writer = SegmentWriter(tmp_path, 64 * 1024, worker=0, workers=1)
+    writer.open()
+    assert writer.size > 0
+    for n in range(200):
+        writer.append([(refusal(n, b"x" * 500), None)])
+    assert not list(tmp_path.glob("*-001.jsonl"))
+    assert writer.size <= 64 * 1024
