@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -222,3 +223,49 @@ def store_bytes(directory: Path) -> bytes:
 async def read_store(directory: Path, stats: ReadStats | None = None) -> list[dict[str, Any]]:
     """The store as a reader sees it (read in a thread, as the proxy does)."""
     return await asyncio.to_thread(lambda: list(iter_records(directory, stats)))
+
+
+async def test_with_two_workers_every_refusal_is_kept_once_and_listed(
+    aiohttp_server: ServerFactory, tmp_path: Path
+) -> None:
+    """`serve --workers 2`: each worker writes its own segments; admin /rejections (worker
+    0) lists every record of both, each id once."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        "ENVELOPE_PROXY_QUARANTINE__ENABLED": "true",
+        "ENVELOPE_PROXY_QUARANTINE__DIR": str(tmp_path),
+        "ENVELOPE_PROXY_LIFECYCLE__DRAIN_SECONDS": "0",
+    }
+    serve = await ServeProcess.start(
+        "--listen", f"127.0.0.1:{port}", "--admin-listen", "127.0.0.1:0",
+        "--upstream", upstream, "--workers", "2", env=env,
+    )  # fmt: skip
+    sent = [b'{"unknown":%d}' % n for n in range(40)]
+    try:
+        # A new connection per request, so the kernel spreads them over both workers.
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as client:
+            for body in sent:
+                async with client.post(serve.proxy + "/api/events", data=body, headers=JSON) as r:
+                    assert r.status == 422
+
+            async def listed() -> list[dict[str, Any]]:
+                async with client.get(serve.admin + "/rejections?limit=1000&body=1") as r:
+                    records: list[dict[str, Any]] = (await r.json())["records"]
+                    return records
+
+            async def all_listed() -> bool:
+                return len(await listed()) == len(sent)
+
+            await eventually(all_listed)
+            records = await listed()
+    finally:
+        serve.signal(signal.SIGTERM)
+        await serve.wait()
+    assert sorted(base64.b64decode(r["body_b64"]) for r in records) == sorted(sent)
+    assert len({r["id"] for r in records}) == len(sent)
+    writers = {path.stem.split("-")[1] for path in await asyncio.to_thread(segments, tmp_path)}
+    assert writers <= {"000", "001"}
