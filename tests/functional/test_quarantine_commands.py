@@ -107,6 +107,16 @@ async def test_list_show_and_check_without_sending_anything(
     assert table[0].split() == header.split()
     assert len(table) == 1 + len(STEPS) + 1
 
+    config = tmp_path / "config.yaml"
+    await asyncio.to_thread(
+        config.write_text, f"quarantine:\n  enabled: true\n  dir: {store}\n", encoding="utf-8"
+    )
+    by_config = ["quarantine", "list", "--config", str(config), "--output", "json"]
+    assert await asyncio.to_thread(main, by_config) == 0
+    assert orjson.loads(capsys.readouterr().out)["records"] == listed
+    assert await asyncio.to_thread(main, ["quarantine", "list"]) == 2
+    assert "give --dir or a config with quarantine.dir" in capsys.readouterr().err
+
     last = listed[-1]["id"]
     show = ["quarantine", "show", last, "--dir", str(store)]
     assert await asyncio.to_thread(main, show) == 0
