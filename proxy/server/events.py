@@ -154,7 +154,7 @@ class _Exchange:
             outcome=outcome,
             error_code=error_code,
             upstream_status=answer.status if answer else None,
-            execution_id=conv.execution_id if conv else None,
+            execution_id=(conv.execution_id or None) if conv else None,
             request_event_id=conv.event_id if conv else None,
             stored_event_ids=stored_ids(answer) if answer else (),
             batch_size=conv.batch_size if conv else None,
