@@ -20,7 +20,7 @@ import orjson
 from proxy.config import ConfigError, Settings, load_settings
 from proxy.envelope import TARGETS, Engine, EnvelopeError, Rules, RulesError
 from proxy.quarantine import journal as j
-from proxy.quarantine.records import Filter, body_of, parse_time, without_body
+from proxy.quarantine.records import Filter, body_of, parse_time
 from proxy.quarantine.replay import (
     Progress,
     Replayer,
@@ -28,7 +28,7 @@ from proxy.quarantine.replay import (
     convert_record,
     probe_target,
 )
-from proxy.quarantine.store import find, iter_records
+from proxy.quarantine.store import find, iter_records, newest_first
 from proxy.server.state import build_engine
 
 PROG = "envelope-proxy quarantine"
@@ -162,10 +162,10 @@ def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
 
 @_guarded
 def run_list(args: argparse.Namespace) -> int:
-    records = list(_selected(args))
-    records.reverse()
-    shown = [without_body(r) for r in records[: max(args.limit, 0)]]
-    more = len(records) > len(shown)
+    if args.limit < 1:
+        raise _Usage("--limit must be at least 1")
+    page = newest_first(_directory(args), _filter(args), limit=args.limit)
+    shown, more = page.records, page.next is not None
     if args.output == "json":
         _json_line({"records": shown, "more": more})
         return 0
@@ -187,7 +187,7 @@ def run_list(args: argparse.Namespace) -> int:
     if not shown:
         print("(no quarantined records)")
     elif more:
-        print(f"({len(records) - len(shown)} older not shown; --limit)")
+        print("(older records not shown; raise --limit)")
     return 0
 
 

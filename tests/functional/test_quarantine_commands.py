@@ -99,6 +99,9 @@ async def test_list_show_and_check_without_sending_anything(
     listed = orjson.loads(capsys.readouterr().out)["records"]
     assert [r["client"] for r in listed] == ["junk"] + ["old-broker"] * len(STEPS)
     assert {r["code"] for r in listed} == {"unknown_shape"}
+    assert await asyncio.to_thread(main, [*args, "--limit", "2"]) == 0
+    page = orjson.loads(capsys.readouterr().out)
+    assert (page["records"], page["more"]) == (listed[:2], True)
     assert await asyncio.to_thread(main, [*args, "--client", "junk"]) == 0
     assert len(orjson.loads(capsys.readouterr().out)["records"]) == 1
     assert await asyncio.to_thread(main, ["quarantine", "list", "--dir", str(store)]) == 0
