@@ -187,8 +187,12 @@ async def test_an_interrupted_replay_resumes_without_sending_twice(
         await fault(session, stack, {"hang": True})
 
         async def one_hanging() -> bool:
+            # The emulator holds a request (the replay sends one at a time), and the
+            # journal says it is in flight.
+            async with session.get(stack.upstream + "/_emulator/stats") as response:
+                hanging = (await response.json())["faults"].get("hang", 0) == 1
             states = await asyncio.to_thread(read_states, journal)
-            return IN_FLIGHT in states.values()
+            return hanging and IN_FLIGHT in states.values()
 
         await eventually(one_hanging, within=30)
         process.send_signal(signal.SIGKILL)
