@@ -24,6 +24,7 @@ from tests.shipping.chart import (
     load_yaml,
     merge_values,
     render,
+    render_files,
 )
 
 STANDALONE: dict[str, Any] = {"mode": "standalone", "upstream": {"url": "http://noetl:8082"}}
@@ -250,3 +251,16 @@ def test_mode_and_quarantine_values_reach_the_proxy_config(tmp_path: Path) -> No
     assert Path(str(settings.quarantine.dir)).is_relative_to(state["mountPath"])
     defaults = load_settings_from(config_yaml(render(STANDALONE)), tmp_path)
     assert (defaults.mode, defaults.quarantine.enabled) == ("enforce", False)
+
+
+def test_notes_point_at_observe_results_and_the_quarantine_when_on() -> None:
+    def notes(values: dict[str, Any]) -> str:
+        files = render_files(values)
+        return next(text for path, text in files.items() if path.endswith("NOTES.txt"))
+
+    default = notes({})
+    assert "envelope_proxy_observe_total" not in default
+    assert "/rejections" not in default
+    on = notes({"proxyMode": "observe", "quarantine": {"enabled": True}})
+    assert 'envelope_proxy_observe_total{result!="ok"}' in on
+    assert "envelope-proxy quarantine list --dir /var/lib/envelope-proxy/quarantine" in on
