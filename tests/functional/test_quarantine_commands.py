@@ -30,6 +30,12 @@ from tests.samples import REPO_ROOT
 
 STEPS = [f"step-{n}" for n in range(6)]
 STILL_BAD = b'{"hello":"world"}'
+# Over the proxy's batch limit of 1 item, within the default limit the fix restores.
+BATCH = (
+    b'{"execution_id":"321079436235509760","events":[{"step":"batch-0","event_type":"e"},'
+    b'{"step":"batch-1","event_type":"e"}]}'
+)
+ALL_STEPS = sorted([*STEPS, "batch-0", "batch-1"])
 
 
 def emit_body(step: str) -> bytes:
@@ -54,15 +60,20 @@ async def quarantined_stack(
 ) -> tuple[CutoverStack, Path]:
     store = tmp_path / "quarantine"
     rules = await asyncio.to_thread(strict_rules, tmp_path / "strict-rules")
-    config = {"rules_dir": str(rules), "quarantine": {"enabled": True, "dir": str(store)}}
+    config = {
+        "rules_dir": str(rules),
+        "limits": {"batch_max_items": 1},
+        "quarantine": {"enabled": True, "dir": str(store)},
+    }
     stack = await start_cutover_stack(aiohttp_server, session, config)
     for step in STEPS:
         assert (await stack.post(emit_body(step), client="old-broker"))[0] == 422
+    assert (await stack.post(BATCH, client="batcher", path="/api/events/batch"))[0] == 413
     assert (await stack.post(STILL_BAD, client="junk"))[0] == 422
 
     async def written() -> bool:
         async with session.get(stack.admin + "/rejections") as response:
-            return len((await response.json())["records"]) == len(STEPS) + 1
+            return len((await response.json())["records"]) == len(STEPS) + 2
 
     await eventually(written)
     return stack, store
@@ -83,8 +94,12 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
 
 
 async def stored_steps(stack: CutoverStack) -> list[str]:
-    """The step of each event the emulator stored, in order."""
-    return [orjson.loads(body)["step"] for body in await stack.stored_bodies()]
+    """The step of each event the emulator stored (a batch's items in turn), in order."""
+    steps = []
+    for body in await stack.stored_bodies():
+        data = orjson.loads(body)
+        steps += [item["step"] for item in data["events"]] if "events" in data else [data["step"]]
+    return steps
 
 
 async def test_list_show_and_check_without_sending_anything(
@@ -97,8 +112,8 @@ async def test_list_show_and_check_without_sending_anything(
     args = ["quarantine", "list", "--dir", str(store), "--output", "json"]
     assert await asyncio.to_thread(main, args) == 0
     listed = orjson.loads(capsys.readouterr().out)["records"]
-    assert [r["client"] for r in listed] == ["junk"] + ["old-broker"] * len(STEPS)
-    assert {r["code"] for r in listed} == {"unknown_shape"}
+    assert [r["client"] for r in listed] == ["junk", "batcher"] + ["old-broker"] * len(STEPS)
+    assert {r["code"] for r in listed} == {"unknown_shape", "batch_too_large"}
     assert await asyncio.to_thread(main, [*args, "--limit", "2"]) == 0
     page = orjson.loads(capsys.readouterr().out)
     assert (page["records"], page["more"]) == (listed[:2], True)
@@ -108,7 +123,7 @@ async def test_list_show_and_check_without_sending_anything(
     table = capsys.readouterr().out.splitlines()
     header = "ID RECEIVED CLIENT PATH SHAPE CODE FIELD BYTES"
     assert table[0].split() == header.split()
-    assert len(table) == 1 + len(STEPS) + 1
+    assert len(table) == 1 + len(STEPS) + 2
 
     config = tmp_path / "config.yaml"
     await asyncio.to_thread(
@@ -129,16 +144,17 @@ async def test_list_show_and_check_without_sending_anything(
     check = ["quarantine", "check", "--dir", str(store), "--output", "json"]
     assert await asyncio.to_thread(main, check) == 0
     results = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
-    accepted = [r for r in results if r["accepted"]]
-    assert len(accepted) == len(STEPS)
-    assert {r["shape"] for r in accepted} == {"emit_request"}
+    accepted = [r for r in results if r["accepted"] and r["shape"] == "emit_request"]
     assert sorted(r["converted"]["step"] for r in accepted) == STEPS
+    (batch,) = [r for r in results if r["accepted"] and r["shape"] == "batch"]
+    assert [item["step"] for item in batch["converted"]["events"]] == ["batch-0", "batch-1"]
     (refused,) = [r for r in results if not r["accepted"]]
     assert refused["code"] == "unknown_shape"
     # The strict rules still refuse everything: the dry run tells which rules fix what.
     strict = ["quarantine", "check", "--dir", str(store), "--rules", str(tmp_path / "strict-rules")]
     assert await asyncio.to_thread(main, strict) == 0
-    assert capsys.readouterr().out.splitlines()[-1].startswith("0 would now be accepted, 7 still")
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("1 would now be accepted, 7 still")  # the batch: default limits
     assert await stack.stored_bodies() == []  # nothing was sent
 
 
@@ -151,15 +167,15 @@ async def test_replay_sends_each_record_once(
     replay = ("quarantine", "replay", "--dir", str(store), "--upstream", stack.upstream)
     code, out, err = await run_cli(*replay, "--rate", "100")
     assert code == 0, out
-    assert "sent 6, still refused 1, upstream refused 0" in out
+    assert "sent 7, still refused 1, upstream refused 0" in out
     assert "as executor_event" in out
     assert "\r[" not in err  # no progress bar on a pipe
-    assert sorted(await stored_steps(stack)) == STEPS
+    assert sorted(await stored_steps(stack)) == ALL_STEPS
     code, out, _ = await run_cli(*replay, "--rate", "100")
     assert code == 0
     assert "sent 0, still refused 1" in out
-    assert "already replayed 6" in out
-    assert sorted(await stored_steps(stack)) == STEPS
+    assert "already replayed 7" in out
+    assert sorted(await stored_steps(stack)) == ALL_STEPS
 
 
 async def test_an_interrupted_replay_resumes_without_sending_twice(
@@ -207,15 +223,15 @@ async def test_an_interrupted_replay_resumes_without_sending_twice(
     assert code == 0, out
     assert "uncertain 1" in out
     after = await stored_steps(stack)
-    assert len(after) == len(set(after)) == len(STEPS) - 1
-    assert set(before) <= set(after)
+    assert len(after) == len(set(after))
+    assert set(before) <= set(after) < set(ALL_STEPS)  # all but the uncertain one
     code, out, _ = await run_cli(*replay, "--rate", "100")
     assert "sent 0" in out
     assert "uncertain 1" in out
     code, out, _ = await run_cli(*replay, "--rate", "100", "--resend-uncertain")
     assert "sent 1" in out
     final = await stored_steps(stack)
-    assert sorted(final) == STEPS
+    assert sorted(final) == ALL_STEPS
 
 
 async def fault(
@@ -248,4 +264,4 @@ async def test_replay_shows_a_progress_bar_on_a_terminal(
         os.close(follower)
     assert process.returncode == 0, out
     assert b"\r[" in shown
-    assert b"7/7 sent 6 refused 1" in shown
+    assert b"8/8 sent 7 refused 1" in shown
