@@ -19,6 +19,8 @@ _COMMAND_MODULES = (
     "proxy.emulator.commands",  # upstream
     "proxy.demo",  # demo
     "proxy.ledger_commands",  # clients
+    "proxy.quarantine.commands",  # quarantine
+    "proxy.rule_tests",  # test
 )
 
 

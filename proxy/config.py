@@ -55,6 +55,7 @@ RESTART_ONLY: tuple[str, ...] = (
     "tracing",
     "shadow",
     "log",
+    "quarantine",
 )
 
 _RELEASE = re.compile(r"^\d{1,4}\.\d{1,4}\.\d{1,6}$")
@@ -287,6 +288,29 @@ class LogSettings(_Section):
     access: bool = False  # one line per request on the proxy port (logger envelope_proxy.access)
 
 
+class QuarantineSettings(_Section):
+    """Where refused bodies are kept (see `proxy.quarantine`); off unless enabled."""
+
+    enabled: bool = False
+    dir: Path | None = None
+    # The whole store, all segments of all workers; the oldest segment goes first.
+    max_bytes: Annotated[int, Field(ge=64 * 1024, le=1 << 40)] = 256 * 1024 * 1024
+
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _dir_when_enabled(self) -> QuarantineSettings:
+        if self.enabled and self.dir is None:
+            raise ValueError("dir must be set when the quarantine is enabled")
+        return self
+
+
+Mode = Literal["enforce", "observe"]
+
+
 class Settings(_Section):
     """The whole configuration; immutable, so a request can keep the snapshot it started with."""
 
@@ -302,6 +326,11 @@ class Settings(_Section):
     shadow: bool = False
     tracing: TracingSettings = TracingSettings()
     log: LogSettings = LogSettings()
+
+    # enforce: forward the converted body, refuse what the engine refuses. observe: forward
+    # every event body as received and only record what enforce would have done.
+    mode: Mode = "enforce"
+    quarantine: QuarantineSettings = QuarantineSettings()
 
     @field_validator("admin_listen")
     @classmethod
@@ -536,6 +565,7 @@ def keep_start_only(old: Settings, new: Settings) -> Settings:
             "tracing": old.tracing,
             "shadow": old.shadow,
             "log": old.log,
+            "quarantine": old.quarantine,
         }
     )
 

@@ -1,10 +1,10 @@
 """Load and validate a rules directory into the compiled `Rules` the engine runs on.
 
-Rules are data (`rules/*.yaml`): shapes and detection order, targets and key orders,
-version thresholds, the status table, defaults. Loading is strict: an unknown key, an
-unknown shape or target name, a wrong type, or a rule that can never apply is an error
-naming the file and line (`rule_files.py` reads and checks each file's form; this module
-checks what the rules mean and compiles them).
+Rules are data (`rules/*.yaml`; `rules/tests/` holds their fixtures, not rules): shapes
+and detection order, targets and key orders, version thresholds, the status table,
+defaults. Loading is strict: an unknown key, an unknown shape or target name, a wrong type,
+or a rule that can never apply is an error naming the file and line (`rule_files.py` reads
+and checks each file's form; this module checks what the rules mean and compiles them).
 """
 
 from __future__ import annotations
@@ -191,7 +191,12 @@ def default_rules_dir() -> Path:
 
 
 def load_rules(directory: Path | str | None = None) -> Rules:
-    """Load, validate and compile a rules directory (the built-in one when None)."""
+    """Load, validate and compile a rules directory (the built-in one when None).
+
+    Only the top-level `*.yaml`/`*.yml` files are rules, and each must be a known one.
+    Subdirectories are deliberately not read: `tests/` holds the rules' fixtures for
+    `envelope-proxy test`, and a Kubernetes ConfigMap mount adds `..data` directories.
+    """
     root = Path(directory) if directory is not None else default_rules_dir()
     if not root.is_dir():
         raise RulesError([f"{root}: not a directory"])

@@ -25,11 +25,14 @@ __all__ = [
 def build_extension(
     settings: Settings,
     engine_provider: Callable[[], Engine] | None = None,
+    *,
+    worker: int = 0,
 ) -> ObservabilityExtension:
     """The extension for these settings.
 
     `engine_provider` returns the engine the server currently uses (called on every shadow
     check, so a reloaded engine is picked up); without it a shadow check builds its own
-    engine from `settings` once.
+    engine from `settings` once. `worker` is this process's index among `settings.workers`
+    (each keeps its own quarantine segments).
     """
-    return ObservabilityExtension(settings, engine_provider)
+    return ObservabilityExtension(settings, engine_provider, worker=worker)

@@ -1,9 +1,10 @@
-"""The observability extension the server consults: traces, metrics, sunset ledger, shadow check.
+"""The observability extension the server consults: traces, metrics, sunset ledger, shadow
+check, observe mode's would-be outcomes and the quarantine of refused bodies.
 
 `ObservabilityExtension` implements `proxy.server.hooks.Extension`. The server puts its
 middlewares first in the proxy app, its trace configs on the upstream ClientSession and its
-routes (`/metrics`, `/clients`) on the admin app, and calls `on_event` inside each event
-handler. Every hook is cheap and never raises: observability must not fail a request.
+routes (`/metrics`, `/clients`, `/rejections`) on the admin app, and calls `on_event` inside
+each event handler. Every hook is cheap and never raises: observability must not fail a request.
 """
 
 from __future__ import annotations
@@ -21,24 +22,42 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from opentelemetry.sdk.trace import TracerProvider
 
-from proxy.envelope import Engine
+from proxy.envelope import ERROR_CODES, Engine
 from proxy.observability.identity import OTHER, ClientIdentifier
 from proxy.observability.ledger import UNKNOWN_SHAPE, SunsetLedger
 from proxy.observability.metrics import ProxyMetrics
-from proxy.observability.shadow import ShadowChecker
+from proxy.observability.shadow import OTHER_TARGET, ShadowChecker
 from proxy.observability.store import LedgerFlusher, LedgerStore
 from proxy.observability.tracing import (
     annotate_current_span,
     build_tracer_provider,
     server_middleware,
 )
+from proxy.quarantine.admin import rejections_route
+from proxy.quarantine.records import Refusal, kept_headers
+from proxy.quarantine.writer import Outcome, QuarantineWriter
+from proxy.server import problems
 from proxy.server.hooks import EventRecord
-from proxy.server.state import build_engine
+from proxy.server.problems import ProxyProblem
+from proxy.server.state import build_engine, client_header
 
 if TYPE_CHECKING:
     from proxy.config import Settings
 
 log = logging.getLogger(__name__)
+
+# The codes a refusal can carry: the engine's and the proxy's own, a fixed set, so the
+# `code` label of envelope_proxy_rejections_total stays bounded whatever happens.
+REFUSAL_CODES = frozenset(ERROR_CODES) | frozenset(
+    problem.code for problem in vars(problems).values() if isinstance(problem, ProxyProblem)
+)
+OTHER_CODE = "other"
+ENGINE_CODES = frozenset(ERROR_CODES)  # refusals whose body the quarantine keeps
+
+
+def refusal_code(code: str) -> str:
+    """`code` when it is one of the fixed refusal codes, else `other`."""
+    return code if code in REFUSAL_CODES else OTHER_CODE
 
 
 class ObservabilityExtension:
@@ -50,6 +69,7 @@ class ObservabilityExtension:
         engine_provider: Callable[[], Engine] | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        worker: int = 0,
     ) -> None:
         self._clock = clock
         # With several worker processes each keeps its own ledger, and admin `/clients`
@@ -72,11 +92,30 @@ class ObservabilityExtension:
             settings.tracing.otlp_endpoint, settings.tracing.service_name
         )
         self._shadow: ShadowChecker | None = None
+        if engine_provider is None and (settings.shadow or settings.mode == "observe"):
+            _, engine = build_engine(settings)
+            engine_provider = lambda: engine  # noqa: E731
+        self._engine_provider = engine_provider
+        # Observe mode can be switched on by a reload: its checker is always at hand.
+        self._checker = ShadowChecker(engine_provider) if engine_provider is not None else None
         if settings.shadow:
-            if engine_provider is None:
-                _, engine = build_engine(settings)
-                engine_provider = lambda: engine  # noqa: E731
-            self._shadow = ShadowChecker(engine_provider)
+            self._shadow = self._checker
+        self._client_header = client_header(settings)
+        self._observed: dict[str, dict[str, dict[str, int]]] = {}
+        quarantine = settings.quarantine
+        self._quarantine_dir = quarantine.dir if quarantine.enabled else None
+        self._quarantine: QuarantineWriter | None = None
+        if quarantine.enabled and quarantine.dir is not None:
+            self._quarantine = QuarantineWriter(
+                quarantine.dir,
+                quarantine.max_bytes,
+                worker=worker,
+                workers=settings.workers,
+                on_written=self._quarantined,
+                on_overflow=lambda: self.metrics.observe_quarantine(queue_full=1),
+            )
+            self._quarantine.open()
+            self.metrics.observe_quarantine(size=self._quarantine.store.size)
         self._failed_types: set[str] = set()
         self._closed = False
 
@@ -91,7 +130,11 @@ class ObservabilityExtension:
         return ()  # one span per hop: the server span's context goes upstream
 
     def admin_routes(self) -> Sequence[web.RouteDef]:
-        return (web.get("/metrics", self._serve_metrics), web.get("/clients", self._serve_clients))
+        return (
+            web.get("/metrics", self._serve_metrics),
+            web.get("/clients", self._serve_clients),
+            rejections_route(self._quarantine_dir),
+        )
 
     # -- what the server tells us --------------------------------------------------------
 
@@ -125,6 +168,8 @@ class ObservabilityExtension:
         if self._closed:
             return
         self._closed = True
+        if self._quarantine is not None:
+            await self._quarantine.close()
         if self._flusher is not None:
             await self._flusher.close()
         if self.tracer_provider is not None:
@@ -151,6 +196,25 @@ class ObservabilityExtension:
             batch_size=record.batch_size,
         )
         self.ledger.record(client, shape, now)
+        if record.outcome == "rejected" and record.error_code is not None:
+            self.metrics.observe_rejection(client, refusal_code(record.error_code))
+            if self._quarantine is not None and record.error_code in ENGINE_CODES and record.body:
+                self._quarantine.submit(
+                    Refusal(
+                        received_at=now,
+                        client=client,
+                        path=record.path,
+                        target=record.target,
+                        code=record.error_code,
+                        field=record.error_field,
+                        index=record.error_index,
+                        headers=kept_headers(record.headers, self._client_header),
+                        body=record.body,
+                    ),
+                    self._engine_provider() if self._engine_provider is not None else None,
+                )
+        if record.mode == "observe":
+            self._observe(record, client)
         if self._shadow is not None:
             checked = self._shadow.check(record)
             if checked is not None:
@@ -171,6 +235,35 @@ class ObservabilityExtension:
                 for shape, seen in self.ledger.clients[name].shapes.items():
                     yield name, shape, seen.count, seen.last_seen
 
+    def _observe(self, record: EventRecord, client: str) -> None:
+        """Observe mode: what enforce mode would have done, for both targets."""
+        results = {record.target: record.would_refuse or "ok"}
+        other = OTHER_TARGET.get(record.target)
+        if other is not None and self._checker is not None and record.body:
+            results[other] = self._checker.result(record.body, record.path, other)
+        per_client = self._observed.setdefault(client, {})
+        for target, result in results.items():
+            self.metrics.observe_would(client, target, result)
+            counts = per_client.setdefault(target, {})
+            counts[result] = counts.get(result, 0) + 1
+
+    def _quarantined(self, outcome: Outcome) -> None:
+        result = outcome.result
+        self.metrics.observe_quarantine(
+            written=result.written,
+            too_large=result.too_large,
+            failed=outcome.failed,
+            dropped_segments=result.dropped_segments,
+            dropped_records=result.dropped_records,
+            size=outcome.size,
+        )
+        if result.dropped_segments:
+            log.warning(
+                "quarantine full: dropped %d oldest segment(s), %d record(s)",
+                result.dropped_segments,
+                result.dropped_records,
+            )
+
     async def _serve_metrics(self, request: web.Request) -> web.Response:
         # In a thread: the process collector reads /proc, and a registry near the
         # client cap takes milliseconds to render; the loop keeps relaying events.
@@ -189,4 +282,6 @@ class ObservabilityExtension:
         if self._partial:
             report["partial"] = True
             report["ready_to_sunset_v1"] = None
+        if self._observed:
+            report["observed"] = self._observed
         return web.Response(body=orjson.dumps(report), content_type="application/json")

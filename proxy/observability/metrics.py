@@ -6,7 +6,8 @@ gzip-compressed when `Accept-Encoding` allows it.
 
 Every family is declared here, with its labels. Label values are bounded: `client` is the
 capped client label (see `identity`), `shape` a shape name from the rules (or `unknown`),
-`target` one of the two targets, `outcome`/`result` small fixed sets or engine error codes.
+`target` one of the two targets, `outcome`/`result` small fixed sets or engine error codes,
+`code` one of the fixed engine and proxy codes (anything else counts as `other`).
 Event ids never become labels.
 """
 
@@ -156,6 +157,41 @@ class ProxyMetrics:
             )
             for status_class in STATUS_CLASSES
         }
+        self.rejections = Counter(
+            "envelope_proxy_rejections_total",
+            "Event requests the proxy refused, by client and refusal code.",
+            ["client", "code"],
+            registry=r,
+        )
+        self.observe = Counter(
+            "envelope_proxy_observe_total",
+            "Observe mode: what enforce mode would have done with each event, by client and "
+            "target (result ok, or the code it would have refused with).",
+            ["client", "target", "result"],
+            registry=r,
+        )
+        self.quarantine_records = Counter(
+            "envelope_proxy_quarantine_records_total",
+            "Refused bodies offered to the quarantine, by result (written, too_large, "
+            "queue_full, failed).",
+            ["result"],
+            registry=r,
+        )
+        self.quarantine_dropped_segments = Counter(
+            "envelope_proxy_quarantine_dropped_segments_total",
+            "Quarantine segments deleted, oldest first, to keep the store within max_bytes.",
+            registry=r,
+        )
+        self.quarantine_dropped_records = Counter(
+            "envelope_proxy_quarantine_dropped_records_total",
+            "Quarantined records deleted with those segments.",
+            registry=r,
+        )
+        self.quarantine_bytes = Gauge(
+            "envelope_proxy_quarantine_bytes",
+            "Bytes in this process's quarantine segments.",
+            registry=r,
+        )
         for result in ("ok", "failed"):
             self.reloads.labels(result=result)
         # The sunset ledger as series (see `seed_ledger`): gauges rather than counters, so a
@@ -254,6 +290,40 @@ class ProxyMetrics:
         for client, shape, count, last_seen in seen:
             self.last_seen.labels(client=client, shape=shape).set(last_seen)
             self.ledger_events.labels(client=client, shape=shape).set(count)
+
+    def observe_rejection(self, client: str, code: str) -> None:
+        """Count one refusal; `code` must come from a fixed set (the caller folds others)."""
+        self.rejections.labels(client=client, code=code).inc()
+
+    def observe_would(self, client: str, target: str, result: str) -> None:
+        self.observe.labels(client=client, target=target, result=result).inc()
+
+    def observe_quarantine(
+        self,
+        *,
+        written: int = 0,
+        too_large: int = 0,
+        queue_full: int = 0,
+        failed: int = 0,
+        dropped_segments: int = 0,
+        dropped_records: int = 0,
+        size: int | None = None,
+    ) -> None:
+        """Count what the quarantine did with a batch of refusals."""
+        for result, count in (
+            ("written", written),
+            ("too_large", too_large),
+            ("queue_full", queue_full),
+            ("failed", failed),
+        ):
+            if count:
+                self.quarantine_records.labels(result=result).inc(count)
+        if dropped_segments:
+            self.quarantine_dropped_segments.inc(dropped_segments)
+        if dropped_records:
+            self.quarantine_dropped_records.inc(dropped_records)
+        if size is not None:
+            self.quarantine_bytes.set(size)
 
     def observe_shadow(self, client: str, target: str, result: str) -> None:
         self.shadow.labels(client=client, target=target, result=result).inc()

@@ -38,20 +38,25 @@ class ShadowChecker:
         other = OTHER_TARGET.get(record.target)
         if other is None or record.shape is None or record.outcome == "rejected":
             return None
+        return other, self.result(record.body, record.path, other)
+
+    def result(self, body: bytes, path: str, target: str) -> str:
+        """`ok` when `body` (sent to `path`) converts to `target` and validates, else the
+        error code; also what observe mode reports for each target."""
         try:
             engine = self._engine_provider()
-            batch = record.path.rstrip("/").endswith("/batch")
+            batch = path.rstrip("/").endswith("/batch")
             if batch:
-                converted = engine.convert_batch(record.body, other)
+                converted = engine.convert_batch(body, target)
             else:
-                converted = engine.convert_event(record.body, other)
-            engine.validate_target(other, converted.body, batch=batch)
+                converted = engine.convert_event(body, target)
+            engine.validate_target(target, converted.body, batch=batch)
         except EnvelopeError as exc:
-            return other, exc.code
+            return exc.code
         except Exception as exc:  # the check must never break the request path
             if not self._internal_logged:
                 self._internal_logged = True
                 # The type only: a message could quote the body.
                 log.error("shadow check failed unexpectedly: %s (logged once)", type(exc).__name__)
-            return other, INTERNAL_ERROR
-        return other, "ok"
+            return INTERNAL_ERROR
+        return "ok"

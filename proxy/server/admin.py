@@ -6,7 +6,7 @@
   pinned; 503 before that and from the moment shutdown starts. The JSON body tells the
   target, upstream version, rules digest and last reload.
 - `GET /config`: the effective configuration, credentials redacted.
-- whatever the extensions add (`/metrics`, `/clients`).
+- whatever the extensions add (`/metrics`, `/clients`, `/rejections`).
 """
 
 from __future__ import annotations

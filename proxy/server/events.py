@@ -8,6 +8,10 @@ converts it for the snapshot's target (its refusals become problem+json with its
 the upstream's answer is relayed as it came (status, body bytes, content type, encoding,
 `Retry-After`), so the client never sees a 2xx the upstream did not give.
 
+In observe mode (`mode: observe`) the body is converted all the same, but what is forwarded
+is the body as received, byte for byte, refused or not; what enforce mode would have done
+goes into the `EventRecord` (`would_refuse`).
+
 The upstream exchange runs in the handler, over the event pool (`upstream.py`): the server
 never cancels a handler whose client left, so a client that disconnects after sending its
 body does not cancel the forwarding, and the outcome is still recorded.
@@ -110,10 +114,11 @@ class _Exchange:
     def __init__(self, request: web.Request, snapshot: Snapshot):
         self.request = request
         self.snapshot = snapshot
-        self.body = b""  # kept only for the shadow check
+        self.body = b""  # kept only for the shadow check, observe mode and the quarantine
         self.conversion: Conversion | None = None
         self.shape: str | None = None
         self.started = time.perf_counter()  # for the whole request's duration
+        self.refusal: EnvelopeError | None = None  # what the engine said, if it refused
 
     def record(
         self,
@@ -127,7 +132,9 @@ class _Exchange:
         if not state.extensions:
             return
         request, snapshot, conv = self.request, self.snapshot, self.conversion
+        refusal = self.refusal
         header = snapshot.client_header
+        observing = snapshot.settings.mode == "observe"
         record = EventRecord(
             path=request.path,
             hints=ClientHints(
@@ -142,13 +149,18 @@ class _Exchange:
             outcome=outcome,
             error_code=error_code,
             upstream_status=answer.status if answer else None,
-            execution_id=conv.execution_id if conv else None,
+            execution_id=(conv.execution_id or None) if conv else None,
             request_event_id=conv.event_id if conv else None,
             stored_event_ids=stored_ids(answer) if answer else (),
             batch_size=conv.batch_size if conv else None,
             upstream_seconds=answer.seconds if answer else upstream_seconds,
             body=self.body,
             started=self.started,
+            error_field=refusal.field if refusal else None,
+            error_index=refusal.index if refusal else None,
+            headers=request.headers,
+            mode="observe" if observing else "enforce",
+            would_refuse=refusal.code if refusal and observing else None,
         )
         for ext in state.extensions:
             ext.on_event(record)
@@ -158,6 +170,16 @@ class _Exchange:
         if self.shape:
             headers[SHAPE_HEADER] = self.shape
         return headers
+
+
+def as_received(body: bytes, conv: Conversion | None, target: str) -> Conversion:
+    """Observe mode: what is forwarded is the body as received, whatever the engine made
+    of it (`conv`, None when it refused the body: then no shape is known)."""
+    if conv is None:
+        return Conversion("", target, body, "", None, False, None, None)
+    # A minted id was never sent: it must not be reported as the request's.
+    event_id = None if conv.event_id_minted else conv.event_id
+    return conv._replace(body=body, event_id=event_id, event_id_minted=False)
 
 
 def _relay(answer: Answer, exchange: _Exchange) -> web.Response:
@@ -308,7 +330,8 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
             raise
         state.inflight_bytes -= reserved - len(body)
         reserved = len(body)
-        if snapshot.settings.shadow:
+        observing = snapshot.settings.mode == "observe"
+        if snapshot.settings.shadow or observing:
             exchange.body = body  # the shadow check converts the original once more
 
         convert = (
@@ -317,12 +340,19 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
         try:
             conv = convert(body, snapshot.target)
         except EnvelopeError as err:
-            exchange.record(state, "rejected", error_code=err.code)
-            return problems.engine_problem(err, headers=exchange.headers())
+            exchange.refusal = err
+            exchange.body = body  # the quarantine keeps what was refused
+            if not observing:
+                exchange.record(state, "rejected", error_code=err.code)
+                return problems.engine_problem(err, headers=exchange.headers())
+            conv = as_received(body, None, snapshot.target)
+        else:
+            if observing:
+                conv = as_received(body, conv, snapshot.target)
         # The upstream may take long: only the converted body stays in memory meanwhile.
         del body
         exchange.conversion = conv
-        exchange.shape = conv.shape
+        exchange.shape = conv.shape or None
 
         # The server never cancels a handler when its client leaves (`server_kwargs`): the
         # exchange runs to its end here and its outcome is recorded.

@@ -9,7 +9,7 @@ lets extensions add middlewares, client trace configs and admin routes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -62,8 +62,16 @@ class EventRecord:
     stored_event_ids: tuple[str, ...]  # ids the upstream reported (decimal strings)
     batch_size: int | None
     upstream_seconds: float | None
-    body: bytes  # the body as received when `shadow` is on (for its check), else b""
+    # The body as received when `shadow` is on or in observe mode (for their checks), and
+    # when the engine refused it (for the quarantine); else b"".
+    body: bytes
     started: float | None = None  # time.perf_counter() when the handler began
+    error_field: str | None = None  # where the engine's refusal points, when it says
+    error_index: int | None = None  # the batch item it refused
+    headers: Mapping[str, str] | None = None  # the request's headers (not copied)
+    mode: Literal["enforce", "observe"] = "enforce"
+    # Observe mode: the code enforce mode would have refused the body with (None: accepted).
+    would_refuse: str | None = None
 
 
 class Extension(Protocol):

@@ -41,7 +41,9 @@ NO_UVLOOP_ENV = "ENVELOPE_PROXY_NO_UVLOOP"
 SECOND_SIGNAL_AFTER = 0.5  # seconds: a stop signal closer to the first one is the same stop
 
 
-def build_extensions(settings: Settings, engine_provider: Callable[[], object]) -> list[Extension]:
+def build_extensions(
+    settings: Settings, engine_provider: Callable[[], object], worker: int = 0
+) -> list[Extension]:
     """The observability extension when that package is part of this copy, else none."""
     try:
         from proxy import observability
@@ -49,7 +51,9 @@ def build_extensions(settings: Settings, engine_provider: Callable[[], object]) 
         if exc.name not in ("proxy.observability",):
             raise
         return []
-    return [observability.build_extension(settings, engine_provider)]  # type: ignore[arg-type]
+    return [
+        observability.build_extension(settings, engine_provider, worker=worker)  # type: ignore[arg-type]
+    ]
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -119,7 +123,9 @@ async def _serve(
     if worker > 0:  # only worker 0 serves /clients, so only it keeps the ledger file
         clients = settings.clients.model_copy(update={"state_file": None})
         settings = settings.model_copy(update={"clients": clients})
-    extensions = build_extensions(settings, lambda: holder["app"][STATE].snapshot.engine)
+    extensions = build_extensions(
+        settings, lambda: holder["app"][STATE].snapshot.engine, worker=worker
+    )
     machine_id = worker_machine_id(settings, worker)
     app = create_app(
         settings,

@@ -24,6 +24,7 @@ from tests.shipping.chart import (
     load_yaml,
     merge_values,
     render,
+    render_files,
 )
 
 STANDALONE: dict[str, Any] = {"mode": "standalone", "upstream": {"url": "http://noetl:8082"}}
@@ -47,6 +48,7 @@ RESTART_ONLY_VALUES: dict[str, dict[str, Any]] = {
     "tracing": {"tracing": {"serviceName": "noetl-proxy"}},
     "shadow": {"shadow": True},
     "log": {"log": {"format": "json"}},
+    "quarantine": {"quarantine": {"enabled": True}},
 }
 # Settings the live reload applies: changing them must not roll the pods by itself.
 RELOADABLE_VALUES: dict[str, dict[str, Any]] = {
@@ -58,6 +60,7 @@ RELOADABLE_VALUES: dict[str, dict[str, Any]] = {
     "envelope.mint": {"config": {"file": {"envelope": {"mint": "never"}}}},
     "lifecycle.drain_seconds": {"config": {"file": {"lifecycle": {"drain_seconds": 3}}}},
     "rules": {"rules": {"existingConfigMap": "noetl-envelope-rules"}},
+    "mode": {"proxyMode": "observe"},
 }
 
 
@@ -243,3 +246,37 @@ def test_default_memory_limit_holds_the_inflight_bytes_twice_over() -> None:
     limit = mebibytes(values["resources"]["limits"]["memory"])
     assert limit >= 2 * inflight + 100
     assert mebibytes(values["resources"]["requests"]["memory"]) < limit
+
+
+def test_mode_and_quarantine_values_reach_the_proxy_config(tmp_path: Path) -> None:
+    """proxyMode and quarantine.* become the proxy's mode and quarantine settings, and the
+    quarantine directory lies on the writable state volume."""
+    values = merge_values(
+        STANDALONE,
+        {"proxyMode": "observe", "quarantine": {"enabled": True, "maxBytes": 1 << 20}},
+    )
+    objects = render(values)
+    settings = load_settings_from(config_yaml(objects), tmp_path)
+    assert settings.mode == "observe"
+    assert settings.quarantine.enabled is True
+    assert settings.quarantine.max_bytes == 1 << 20
+    container = find(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    state = mounts["/var/lib/envelope-proxy"]
+    assert not state.get("readOnly", False)
+    assert Path(str(settings.quarantine.dir)).is_relative_to(state["mountPath"])
+    defaults = load_settings_from(config_yaml(render(STANDALONE)), tmp_path)
+    assert (defaults.mode, defaults.quarantine.enabled) == ("enforce", False)
+
+
+def test_notes_point_at_observe_results_and_the_quarantine_when_on() -> None:
+    def notes(values: dict[str, Any]) -> str:
+        files = render_files(values)
+        return next(text for path, text in files.items() if path.endswith("NOTES.txt"))
+
+    default = notes({})
+    assert "envelope_proxy_observe_total" not in default
+    assert "/rejections" not in default
+    on = notes({"proxyMode": "observe", "quarantine": {"enabled": True}})
+    assert 'envelope_proxy_observe_total{result!="ok"}' in on
+    assert "envelope-proxy quarantine list --dir /var/lib/envelope-proxy/quarantine" in on

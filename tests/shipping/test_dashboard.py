@@ -34,6 +34,12 @@ EXPORTED: dict[str, tuple[str, ...]] = {
     "envelope_proxy_batch_items_total": ("target", "outcome"),
     "envelope_proxy_passthrough_requests_total": ("status_class",),
     "envelope_proxy_passthrough_request_duration_seconds": ("status_class",),
+    "envelope_proxy_rejections_total": ("client", "code"),
+    "envelope_proxy_observe_total": ("client", "target", "result"),
+    "envelope_proxy_quarantine_records_total": ("result",),
+    "envelope_proxy_quarantine_dropped_segments_total": (),
+    "envelope_proxy_quarantine_dropped_records_total": (),
+    "envelope_proxy_quarantine_bytes": (),
 }
 HISTOGRAMS = {
     "envelope_proxy_upstream_request_duration_seconds",
@@ -90,6 +96,9 @@ def test_exported_families_match_the_proxy_registry() -> None:
     metrics.observe_event("c", "batch", "event_request", "forwarded", 0.01, 1.0, 0.02, 3)
     metrics.observe_passthrough(200, 0.01)
     metrics.observe_shadow("c", "executor_event", "ok")
+    metrics.observe_rejection("c", "unknown_shape")
+    metrics.observe_would("c", "event_request", "ok")
+    metrics.observe_quarantine(written=1)
     metrics.set_target("event_request", "2.9.0")
     metrics.count_reload(True)
     metrics.seed_ledger(86400.0, 1.0, False, [])
@@ -125,6 +134,8 @@ def test_dashboard_answers_the_cutover_questions() -> None:
         assert sorted(quantiles) == ["0.5", "0.95", "0.99"], histogram
     assert "envelope_proxy_passthrough_requests_total" in joined
     assert 'envelope_proxy_shadow_total{result!="ok"' in joined
+    assert any("envelope_proxy_rejections_total" in e and "by (client, code)" in e for e in exprs)
+    assert 'envelope_proxy_observe_total{result!="ok"' in joined
 
 
 def test_share_by_shape_leaves_out_bodies_refused_before_detection() -> None:

@@ -415,3 +415,25 @@ def test_listeners_on_distinct_sockets_pass(listen: str, admin: str) -> None:
     """Different hosts (neither a wildcard), port 0 or different ports do not clash."""
     settings = load_settings(None, {"listen": listen, "admin_listen": admin}, environ={})
     assert (settings.listen, settings.admin_listen) == (listen, admin)
+
+
+def test_mode_and_quarantine_come_from_the_environment_and_are_checked() -> None:
+    """ENVELOPE_PROXY_MODE and ENVELOPE_PROXY_QUARANTINE__*; a quarantine needs its dir;
+    mode is reloaded live, quarantine only at start."""
+    env = {
+        "ENVELOPE_PROXY_MODE": "observe",
+        "ENVELOPE_PROXY_QUARANTINE__ENABLED": "true",
+        "ENVELOPE_PROXY_QUARANTINE__DIR": "/var/lib/envelope-proxy/quarantine",
+        "ENVELOPE_PROXY_QUARANTINE__MAX_BYTES": "1048576",
+    }
+    settings = load_settings(None, environ=env)
+    assert settings.mode == "observe"
+    assert settings.quarantine.max_bytes == 1 << 20
+    assert str(settings.quarantine.dir) == "/var/lib/envelope-proxy/quarantine"
+    problems = problems_of(None, environ={"ENVELOPE_PROXY_QUARANTINE__ENABLED": "true"})
+    assert "quarantine: dir must be set when the quarantine is enabled" in problems
+    assert "mode" in problems_of(None, environ={"ENVELOPE_PROXY_MODE": "shadow"})
+    changed = settings.model_copy(update={"mode": "enforce", "quarantine": Settings().quarantine})
+    assert restart_needed(settings, changed) == ["quarantine"]
+    assert keep_start_only(settings, changed).mode == "enforce"
+    assert keep_start_only(settings, changed).quarantine == settings.quarantine

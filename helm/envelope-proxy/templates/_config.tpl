@@ -3,7 +3,8 @@ The proxy's configuration file and the ConfigMaps that carry it.
 
 Exported (argument: dict "root" $ "values" <envelope-proxy values>, see _helpers.tpl):
   envelope-proxy.configYaml      config.yaml text. Reads upstream.url, upstream.version, shadow,
-                                 ports.proxy, ports.admin, rules.*, tracing.*, log.*, config.file.
+                                 proxyMode, quarantine.*, ports.proxy, ports.admin, rules.*,
+                                 tracing.*, log.*, config.file.
   envelope-proxy.configMap       the ConfigMap manifest holding config.yaml. Reads the above
                                  plus nameOverride/fullnameOverride, image.tag (labels).
   envelope-proxy.rulesConfigMap  the ConfigMap manifest of rules.files ("" when none).
@@ -11,8 +12,9 @@ Exported (argument: dict "root" $ "values" <envelope-proxy values>, see _helpers
   envelope-proxy.restartChecksum sha256 of the settings the proxy reads only at start.
   envelope-proxy.podAnnotations  annotations for the pod template (the host pod's too):
                                  checksum/envelope-proxy-restart always: a change to a setting
-                                 the live reload cannot apply (shadow, tracing, log, clients, ports,
-                                 workers, pool size, keep-alive timeout, machine id) rolls the pods;
+                                 the live reload cannot apply (shadow, quarantine, tracing, log,
+                                 clients, ports, workers, pool size, keep-alive timeout, machine
+                                 id) rolls the pods;
                                  checksum/envelope-proxy-config only with config.rollOnChange:
                                  any change rolls the pods. Without it, upstream.version and
                                  rules changes reach running pods through the in-process reload.
@@ -28,6 +30,9 @@ Exported (argument: dict "root" $ "values" <envelope-proxy values>, see _helpers
 {{- $_ = set $cfg "listen" (printf "0.0.0.0:%d" (int $v.ports.proxy)) -}}
 {{- $_ = set $cfg "admin_listen" (printf "0.0.0.0:%d" (int $v.ports.admin)) -}}
 {{- $_ = set $cfg "shadow" (eq (toString $v.shadow) "true") -}}
+{{- $_ = set $cfg "mode" ($v.proxyMode | default "enforce") -}}
+{{- $q := $v.quarantine | default dict -}}
+{{- $_ = set $cfg "quarantine" (dict "enabled" (eq (toString $q.enabled) "true") "dir" ($q.dir | default "/var/lib/envelope-proxy/quarantine") "max_bytes" (int ($q.maxBytes | default 8388608))) -}}
 {{- if include "envelope-proxy.rulesConfigMapName" . -}}
 {{- $_ = set $cfg "rules_dir" "/etc/envelope-proxy/rules" -}}
 {{- end -}}
@@ -75,7 +80,7 @@ data:
 {{/* Keep in step with RESTART_ONLY in proxy/config.py (a test compares them). */}}
 {{- define "envelope-proxy.restartChecksum" -}}
 {{- $cfg := include "envelope-proxy.configYaml" . | fromYaml -}}
-{{- $startOnly := pick $cfg "listen" "admin_listen" "workers" "clients" "tracing" "shadow" "log" -}}
+{{- $startOnly := pick $cfg "listen" "admin_listen" "workers" "clients" "tracing" "shadow" "quarantine" "log" -}}
 {{- $_ := set $startOnly "upstream.pool_size" (get ($cfg.upstream | default dict) "pool_size") -}}
 {{- $_ = set $startOnly "limits.keepalive_timeout_seconds" (get ($cfg.limits | default dict) "keepalive_timeout_seconds") -}}
 {{- $_ = set $startOnly "lifecycle.shutdown_timeout_seconds" (get ($cfg.lifecycle | default dict) "shutdown_timeout_seconds") -}}
