@@ -25,6 +25,7 @@ from proxy.server import events, passthrough
 from proxy.server.headers import SKIP_AUTO_HEADERS
 from proxy.server.hooks import Extension
 from proxy.server.keys import EVENT_SLOTS, SESSION, STATE, STREAM_SESSION, STREAMS, TASKS
+from proxy.server.logsafe import ServerLog
 from proxy.server.reload import ConfigReloader
 from proxy.server.state import ProxyState
 from proxy.server.version import VersionProbe
@@ -41,11 +42,13 @@ def server_kwargs(settings: Settings) -> dict[str, Any]:
     Request bodies are not decompressed, so pass-through bodies reach the upstream as sent.
     An idle keep-alive connection is closed after `limits.keepalive_timeout_seconds`
     (aiohttp's own default, 75 s, lets idle clients hold sockets and memory for long).
+    A request the server cannot parse is logged as one line quoting none of its bytes.
     """
     return {
         "auto_decompress": False,
         "access_log": None,
         "keepalive_timeout": settings.limits.keepalive_timeout_seconds,
+        "logger": ServerLog(),
     }
 
 
