@@ -27,6 +27,7 @@ from proxy.server.headers import (
     upstream_request_headers,
 )
 from proxy.server.keys import STATE, STREAM_SESSION, STREAMS
+from proxy.server.logsafe import printable
 
 log = logging.getLogger("envelope_proxy.server")
 
@@ -77,6 +78,14 @@ async def _open(request: web.Request, body: _ClientBody | None) -> aiohttp.Clien
             raise classify(exc, snapshot.stream_timeouts) from exc
 
 
+_EVENT_OUTCOME = "the event may or may not have been stored"
+
+
+def _about_request(detail: str) -> str:
+    """An upstream failure's detail, worded for a request that is not an event."""
+    return detail.replace(_EVENT_OUTCOME, "the upstream may or may not have acted on the request")
+
+
 async def handle_passthrough(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     limit = state.snapshot.settings.limits.max_inflight
@@ -111,8 +120,9 @@ async def _relay(request: web.Request) -> web.StreamResponse:
                 f"{settings.limits.body_read_timeout_seconds} s",
                 close=True,
             )
-        log.warning("%s %s: %s", request.method, request.path, err.detail)
-        return problems.proxy_problem(err.problem, err.detail)
+        detail = _about_request(err.detail)
+        log.warning("%s %s: %s", printable(request.method), printable(request.path), detail)
+        return problems.proxy_problem(err.problem, detail)
     idle = settings.upstream.timeout_seconds
     complete = False
     try:
@@ -125,8 +135,8 @@ async def _relay(request: web.Request) -> web.StreamResponse:
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 log.warning(
                     "%s %s: upstream stream broke after %s bytes (%s); cutting the client off",
-                    request.method,
-                    request.path,
+                    printable(request.method),
+                    printable(request.path),
                     response.body_length,
                     exc.__class__.__name__,
                 )
@@ -143,8 +153,8 @@ async def _relay(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 log.warning(
                     "%s %s: the client read nothing for %s s; cutting it off",
-                    request.method,
-                    request.path,
+                    printable(request.method),
+                    printable(request.path),
                     idle,
                 )
                 if request.transport is not None:
@@ -163,4 +173,5 @@ async def _relay(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_route(hdrs.METH_ANY, "/{tail:.*}", handle_passthrough)
+    # `[\s\S]`, not `.`: a percent-encoded line feed decodes into the path, and `.` stops there.
+    app.router.add_route(hdrs.METH_ANY, r"/{tail:[\s\S]*}", handle_passthrough)
