@@ -338,11 +338,13 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
                 close=True,
             )
         except TimeoutError:
-            return refuse(
+            response = refuse(
                 problems.BODY_TIMEOUT,
                 f"body not received within {limits.body_read_timeout_seconds} s",
                 close=True,
             )
+            await problems.send_and_close(request, response)
+            return response
         except (ConnectionError, OSError, web.RequestPayloadError):
             return refuse(
                 problems.CLIENT_ABORTED, "the body was cut short or badly framed", close=True

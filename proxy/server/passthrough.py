@@ -114,12 +114,14 @@ async def _relay(request: web.Request) -> web.StreamResponse:
         upstream = await _open(request, body)
     except UpstreamError as err:
         if body is not None and body.stalled:
-            return problems.proxy_problem(
+            timeout = problems.proxy_problem(
                 problems.BODY_TIMEOUT,
                 "the request body stalled for more than "
                 f"{settings.limits.body_read_timeout_seconds} s",
                 close=True,
             )
+            await problems.send_and_close(request, timeout)
+            return timeout
         detail = _about_request(err.detail)
         log.warning("%s %s: %s", printable(request.method), printable(request.path), detail)
         return problems.proxy_problem(err.problem, detail)

@@ -8,6 +8,7 @@ README's failure table.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,18 @@ def proxy_problem(
     return problem_response(
         problem.status, problem_body(problem, detail), headers=headers, close=close
     )
+
+
+async def send_and_close(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """Send `response` now, then close the connection at once.
+
+    For a client whose body stalled: aiohttp would otherwise keep the connection up to 10 s
+    more, draining a body that is not coming.
+    """
+    with contextlib.suppress(ConnectionError):
+        await response.prepare(request)
+        await response.write_eof()
+    request.protocol.force_close()
 
 
 def engine_problem(err: EnvelopeError, *, headers: dict[str, str] | None = None) -> web.Response:

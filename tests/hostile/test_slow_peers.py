@@ -1,0 +1,55 @@
+"""Slow peers: a stalled body is answered 408 and its connection closed at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+
+from tests.functional.server_support import ServerFactory, open_raw, start_stack, wait_for
+
+BODY_TIMEOUT = 0.4
+
+STALLED = [
+    pytest.param(b"POST /api/events HTTP/1.1\r\n", b"Content-Length: 1000\r\n\r\n{", id="event-cl"),
+    pytest.param(
+        b"POST /api/events HTTP/1.1\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n",
+        id="event-chunked",
+    ),
+    pytest.param(
+        b"POST /api/execute HTTP/1.1\r\n", b"Content-Length: 1000\r\n\r\n{", id="passthrough-cl"
+    ),
+    pytest.param(
+        b"POST /api/execute HTTP/1.1\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n",
+        id="passthrough-chunked",
+    ),
+]
+
+
+@pytest.mark.parametrize(("line", "framing"), STALLED)
+async def test_a_stalled_body_is_answered_408_and_the_socket_closed_promptly(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, line: bytes, framing: bytes
+) -> None:
+    """The server closes the connection right after the 408, not after draining the rest of
+    a body that is not coming (aiohttp's lingering close waits 10 s for it)."""
+    stack = await start_stack(
+        aiohttp_server, session, overrides={"limits.body_read_timeout_seconds": BODY_TIMEOUT}
+    )
+    reader, writer = await open_raw(stack)
+    try:
+        started = time.monotonic()
+        writer.write(line + b"Host: p\r\nContent-Type: application/json\r\n" + framing)
+        await writer.drain()
+        async with asyncio.timeout(5):
+            answer = await reader.read()  # until the server closes
+        closed_after = time.monotonic() - started
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b'"code":"body_timeout"' in answer
+    assert closed_after < BODY_TIMEOUT + 1.5, closed_after
+    await wait_for(lambda: stack.state.inflight == 0)
