@@ -1,6 +1,7 @@
 """`POST /api/events` and `POST /api/events/batch`: read, convert, forward, relay, record.
 
-Order of checks, cheapest first: in-flight limit (503), content type (415), declared length
+Order of checks, cheapest first: protocol version and transfer coding (505/400/501, see
+`framing`), in-flight limit (503), content type (415), declared length
 (413, before reading), in-flight bytes (503: the bodies being handled, this one's counted at
 its `Content-Length`, or at `max_body_bytes` when chunked, must stay within
 `limits.max_inflight_bytes`), then the body under a size and time bound (413 / 408). The engine
@@ -23,7 +24,7 @@ import orjson
 from aiohttp import hdrs, web
 
 from proxy.envelope import Conversion, EnvelopeError
-from proxy.server import problems
+from proxy.server import framing, problems
 from proxy.server.forward import Answer, UpstreamError, post_event
 from proxy.server.headers import upstream_request_headers
 from proxy.server.hooks import ClientHints, EventRecord, Outcome
@@ -300,6 +301,9 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
         response.headers.update(exchange.headers())
         return response
 
+    refused = framing.refusal(request)
+    if refused is not None:
+        return refuse(*refused, close=True)
     if state.inflight >= limits.max_inflight:
         return shed(_too_many(limits.max_inflight))
     if not is_json_content_type(request):
@@ -400,6 +404,9 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
     """`Expect: 100-continue`: refuse a body before the client sends it, when its declared
     size is over the limit or the proxy is at its in-flight limits (the handler checks the
     same again once the body is read)."""
+    refused = framing.refuse(request)
+    if refused is not None:
+        return refused
     state = request.app[STATE]
     limits = state.snapshot.settings.limits
     declared = request.content_length

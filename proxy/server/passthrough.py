@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import hdrs, web
 
-from proxy.server import problems
+from proxy.server import framing, problems
 from proxy.server.forward import UpstreamError, classify, never_sent
 from proxy.server.headers import (
     client_response_headers,
@@ -87,6 +87,9 @@ def _about_request(detail: str) -> str:
 
 
 async def handle_passthrough(request: web.Request) -> web.StreamResponse:
+    refused = framing.refuse(request)
+    if refused is not None:
+        return refused
     state = request.app[STATE]
     limit = state.snapshot.settings.limits.max_inflight
     if state.inflight >= limit:

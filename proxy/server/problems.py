@@ -34,6 +34,13 @@ UNSUPPORTED_MEDIA_TYPE = ProxyProblem("unsupported_media_type", 415, "Body must 
 BODY_TOO_LARGE = ProxyProblem("body_too_large", 413, "Body is larger than allowed")
 BODY_TIMEOUT = ProxyProblem("body_timeout", 408, "Body did not arrive in time")
 CLIENT_ABORTED = ProxyProblem("client_aborted", 400, "Client closed the connection mid-body")
+UNSUPPORTED_TRANSFER_CODING = ProxyProblem(
+    "unsupported_transfer_coding", 501, "Transfer coding not implemented"
+)
+HTTP_VERSION_NOT_SUPPORTED = ProxyProblem(
+    "http_version_not_supported", 505, "HTTP version not supported"
+)
+BAD_REQUEST_LINE = ProxyProblem("bad_request_line", 400, "Request line is not HTTP/1.x")
 UPSTREAM_UNAVAILABLE = ProxyProblem("upstream_unavailable", 502, "Upstream unreachable")
 UPSTREAM_TIMEOUT = ProxyProblem("upstream_timeout", 504, "Upstream did not answer in time")
 BAD_UPSTREAM_RESPONSE = ProxyProblem("bad_upstream_response", 502, "Upstream answer unusable")
