@@ -22,9 +22,18 @@ from aiohttp import hdrs, web
 from proxy.config import Settings
 from proxy.envelope.ids import SnowflakeMinter
 from proxy.server import events, passthrough
+from proxy.server.budget import PeerLoad
 from proxy.server.headers import SKIP_AUTO_HEADERS
 from proxy.server.hooks import Extension
-from proxy.server.keys import EVENT_SLOTS, SESSION, STATE, STREAM_SESSION, STREAMS, TASKS
+from proxy.server.keys import (
+    EVENT_SLOTS,
+    PEERS,
+    SESSION,
+    STATE,
+    STREAM_SESSION,
+    STREAMS,
+    TASKS,
+)
 from proxy.server.logsafe import ServerLog
 from proxy.server.reload import ConfigReloader
 from proxy.server.state import ProxyState
@@ -176,6 +185,7 @@ def create_app(
     app[STATE] = state
     app[TASKS] = set()
     app[STREAMS] = set()
+    app[PEERS] = PeerLoad()
     events.add_routes(app)
     passthrough.add_routes(app)
     app.cleanup_ctx.append(_upstream)

@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from proxy.server.budget import PeerLoad
 from proxy.server.state import ProxyState
 
 STATE = web.AppKey("envelope_proxy_state", ProxyState)
@@ -22,3 +23,5 @@ STREAM_SESSION = web.AppKey("envelope_proxy_stream_session", aiohttp.ClientSessi
 TASKS = web.AppKey("envelope_proxy_tasks", set[asyncio.Future[web.StreamResponse]])
 # Pass-through handlers in progress; cut at the shutdown cutoff (a stream may never end).
 STREAMS = web.AppKey("envelope_proxy_streams", set[asyncio.Task[Any]])
+# What each client address has in flight (requests, event body bytes).
+PEERS = web.AppKey("envelope_proxy_peers", PeerLoad)

@@ -20,27 +20,31 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import hdrs, web
 
-from proxy.server import framing, problems
+from proxy.server import budget, framing, problems
 from proxy.server.forward import UpstreamError, classify, never_sent
 from proxy.server.headers import (
     client_response_headers,
     upstream_request_headers,
 )
-from proxy.server.keys import STATE, STREAM_SESSION, STREAMS
+from proxy.server.keys import PEERS, STATE, STREAM_SESSION, STREAMS
 from proxy.server.logsafe import printable
 
 log = logging.getLogger("envelope_proxy.server")
 
 
 class _ClientBody:
-    """The client's body, streamed chunk by chunk, with a bound on each wait for the next."""
+    """The client's body, streamed chunk by chunk, with a bound on each wait for the next
+    and, when `cap` is set, on its size."""
 
-    def __init__(self, request: web.Request, seconds: float):
+    def __init__(self, request: web.Request, seconds: float, cap: int | None):
         self._content = request.content
         self._seconds = seconds
+        self._cap = cap
         self.stalled = False
+        self.too_large = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        size = 0
         while True:
             try:
                 async with asyncio.timeout(self._seconds):
@@ -50,6 +54,11 @@ class _ClientBody:
                 raise
             if not chunk:
                 return
+            size += len(chunk)
+            if self._cap is not None and size > self._cap:
+                # Cuts the upstream request short; the client is answered 413.
+                self.too_large = True
+                raise OSError(f"the body is over the {self._cap}-byte pass-through limit")
             yield chunk
 
 
@@ -91,10 +100,19 @@ async def handle_passthrough(request: web.Request) -> web.StreamResponse:
     if refused is not None:
         return refused
     state = request.app[STATE]
-    limit = state.snapshot.settings.limits.max_inflight
-    if state.inflight >= limit:
-        return problems.overloaded(f"more than {limit} requests in flight; retry shortly")
-    state.inflight += 1
+    limits = state.snapshot.settings.limits
+    cap = limits.max_passthrough_body_bytes
+    declared = request.content_length
+    if cap is not None and declared is not None and declared > cap:
+        return problems.proxy_problem(
+            problems.BODY_TOO_LARGE,
+            f"body of {declared} bytes is over the {cap}-byte pass-through limit",
+            close=True,
+        )
+    # Pass-through bodies are streamed, never held: they count as requests, not bytes.
+    ticket = budget.admit(state, request.app[PEERS], request.remote, limits)
+    if isinstance(ticket, str):
+        return problems.overloaded(ticket)
     streams = request.app[STREAMS]
     task = asyncio.current_task()
     if task is not None:
@@ -103,19 +121,26 @@ async def handle_passthrough(request: web.Request) -> web.StreamResponse:
         return await _relay(request)
     finally:
         streams.discard(task)
-        state.inflight -= 1
+        ticket.release()
 
 
 async def _relay(request: web.Request) -> web.StreamResponse:
     settings = request.app[STATE].snapshot.settings
+    limits = settings.limits
     body = (
-        _ClientBody(request, settings.limits.body_read_timeout_seconds)
+        _ClientBody(request, limits.body_read_timeout_seconds, limits.max_passthrough_body_bytes)
         if request.body_exists
         else None
     )
     try:
         upstream = await _open(request, body)
     except UpstreamError as err:
+        if body is not None and body.too_large:
+            return problems.proxy_problem(
+                problems.BODY_TOO_LARGE,
+                f"body is over the {limits.max_passthrough_body_bytes}-byte pass-through limit",
+                close=True,
+            )
         if body is not None and body.stalled:
             timeout = problems.proxy_problem(
                 problems.BODY_TIMEOUT,

@@ -119,7 +119,9 @@ REFUSED = [
 ]
 
 
-async def _answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _answer_ok(
+    head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     writer.write(OK)
     await writer.drain()
 

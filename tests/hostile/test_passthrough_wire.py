@@ -17,12 +17,14 @@ INJECTED_PATH = "/api/x%0D%0AINFO%20forged%1B[31m%E2%80%A8%E2%80%A9%C2%85end"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
-async def _answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _answer_ok(
+    head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     writer.write(OK)
     await writer.drain()
 
 
-async def _reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _reset(head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 

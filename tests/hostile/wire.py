@@ -1,7 +1,7 @@
 """A scripted upstream on loopback that misbehaves on the wire, and the proxy in front of it.
 
-`WireUpstream` runs one coroutine per connection (`script`), which reads the request head
-and writes whatever bytes the test wants: a reset, half an answer, bad framing, silence.
+`WireUpstream` runs one coroutine per request (`script`), given the request head it read,
+which writes whatever bytes the test wants: a reset, half an answer, bad framing, silence.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tests.functional.server_support import (
     start_proxy,
 )
 
-Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Script = Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 async def read_head(reader: asyncio.StreamReader) -> bytes:
@@ -31,7 +31,7 @@ async def read_head(reader: asyncio.StreamReader) -> bytes:
     return b""
 
 
-async def _health(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _health(head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     body = b'{"status":"ok","version":"2.19.1"}'
     writer.write(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
@@ -64,10 +64,10 @@ class WireUpstream:
                 if not head:
                     return
                 if head.startswith(b"GET /api/health "):
-                    await _health(reader, writer)
+                    await _health(head, reader, writer)
                     continue
                 self.heads.append(head)
-                await self.script(reader, writer)
+                await self.script(head, reader, writer)
                 return
         except (ConnectionError, asyncio.CancelledError):
             pass
