@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -52,6 +53,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.util.http import get_excluded_urls
 
 from proxy.server.hooks import EventRecord
+from proxy.server.logsafe import printable
 
 TRACES_PATH = "/v1/traces"
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -108,7 +110,7 @@ def server_middleware(provider: trace.TracerProvider) -> Middleware:
         ) as span:
             if not span.is_recording():
                 return await handler(request)
-            attributes = collect_request_attributes(request)
+            attributes = safe_attributes(collect_request_attributes(request))
             span.set_attributes(attributes)
             try:
                 response = await handler(request)
@@ -129,7 +131,29 @@ def server_middleware(provider: trace.TracerProvider) -> Middleware:
 
 def client_trace_config(provider: trace.TracerProvider) -> aiohttp.TraceConfig:
     """Hooks for the upstream ClientSession: one CLIENT span per call, context injected."""
-    return create_trace_config(tracer_provider=provider, meter_provider=NoOpMeterProvider())
+    return create_trace_config(
+        url_filter=lambda url: str(url.with_query(None)),
+        tracer_provider=provider,
+        meter_provider=NoOpMeterProvider(),
+    )
+
+
+_URL_ATTRIBUTES = ("http.url", "http.target", "url.full")
+
+
+def safe_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Request attributes fit for a span: the query string dropped from every URL (it may
+    carry a credential, `?token=`) and control characters escaped (a User-Agent may hold
+    any)."""
+    for key in _URL_ATTRIBUTES:
+        value = attributes.get(key)
+        if isinstance(value, str) and "?" in value:
+            attributes[key] = value.split("?", 1)[0]
+    attributes.pop("url.query", None)
+    for key, value in attributes.items():
+        if isinstance(value, str):
+            attributes[key] = printable(value)
+    return attributes
 
 
 def annotate_current_span(record: EventRecord, client: str) -> None:
