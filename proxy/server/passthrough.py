@@ -153,8 +153,17 @@ async def _relay(request: web.Request) -> web.StreamResponse:
         detail = _about_request(err.detail)
         log.warning("%s %s: %s", printable(request.method), printable(request.path), detail)
         return problems.proxy_problem(err.problem, detail)
+    if upstream.status < 200:
+        # An interim answer as the final one: the proxy never asks for an upgrade (Upgrade
+        # is hop-by-hop and not forwarded), so relaying it would hand the client a
+        # connection in a protocol nobody agreed on.
+        upstream.close()
+        detail = f"the upstream answered {upstream.status} as its final answer"
+        log.warning("%s %s: %s", printable(request.method), printable(request.path), detail)
+        return problems.proxy_problem(problems.BAD_UPSTREAM_RESPONSE, detail)
     idle = settings.upstream.timeout_seconds
     complete = False
+    watch = _fail_body_on_close(upstream)
     try:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         response.headers.extend(client_response_headers(upstream.headers))
@@ -195,11 +204,41 @@ async def _relay(request: web.Request) -> web.StreamResponse:
             await response.write_eof()
         return response
     finally:
+        if watch is not None:
+            watch.cancel()
         # A half-read answer must not go back to the pool.
         if complete:
             upstream.release()
         else:
             upstream.close()
+
+
+def _fail_body_on_close(upstream: aiohttp.ClientResponse) -> asyncio.Task[None] | None:
+    """For a chunked answer: when the upstream connection closes before the body ended,
+    fail the body, so the client is cut off rather than kept waiting.
+
+    aiohttp's client does not fail a chunked body whose framing breaks mid-way (its C
+    parser hands the error to the connection, not to the body): without this, a read of
+    the rest would wait forever on a connection that is already gone.
+    """
+    if "chunked" not in upstream.headers.get(hdrs.TRANSFER_ENCODING, "").lower():
+        return None
+    connection = upstream.connection
+    protocol = connection.protocol if connection is not None else None
+    if protocol is None:
+        return None
+    closed = protocol.closed
+
+    async def watch() -> None:
+        if closed is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(closed)
+        if not upstream.content.is_eof():
+            upstream.content.set_exception(
+                aiohttp.ClientPayloadError("the upstream connection closed mid-answer")
+            )
+
+    return asyncio.get_running_loop().create_task(watch())
 
 
 def add_routes(app: web.Application) -> None:
