@@ -172,3 +172,32 @@ async def test_the_optional_pass_through_body_cap(
     finally:
         await upstream.close()
     await wait_for(lambda: stack.state.inflight == 0)
+
+
+async def test_a_chunked_body_that_outgrows_the_free_budget_is_refused_mid_read(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """Counted as it arrives: once a chunked body's bytes no longer fit next to what is in
+    flight, it is answered 503 and its connection closed, and nothing was forwarded."""
+    stack = await start_stack(
+        aiohttp_server,
+        session,
+        overrides={"limits.max_body_bytes": 4096, "limits.max_inflight_bytes": 4096},
+    )
+    (writer,) = await _stall(stack, EVENT_HEAD + b"Content-Length: 4000\r\n\r\n" + b" " * 3000, 1)
+    try:
+        await wait_for(lambda: stack.state.inflight_bytes == 3000)
+        chunk = b" " * 1500
+        answer = await raw_exchange(
+            stack,
+            EVENT_HEAD
+            + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(chunk)
+            + chunk
+            + b"\r\n0\r\n\r\n",
+        )
+        assert _status(answer) == 503, answer[:300]
+        assert b"\r\nConnection: close" in answer
+        assert await stack.upstream_requests() == 0
+    finally:
+        writer.close()
+    await wait_for(lambda: stack.state.inflight_bytes == 0)
