@@ -210,3 +210,16 @@ async def test_chunked_in_any_letter_case_is_accepted(
     )
     assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:200]
     assert len(upstream.heads) == 1
+
+
+async def test_expect_100_continue_with_a_refused_coding_gets_no_100(
+    wire: tuple[WireUpstream, Stack],
+) -> None:
+    """The refusal is decided before `100 Continue`: the client keeps its body."""
+    upstream, stack = wire
+    answer = await raw_exchange(
+        stack, EVENT + b"Expect: 100-continue\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 501 "), answer[:200]
+    assert b"100 Continue" not in answer
+    assert upstream.heads == []
