@@ -27,9 +27,6 @@ class PeerLoad:
 
     peers: dict[str | None, _Peer] = field(default_factory=dict)
 
-    def __len__(self) -> int:
-        return len(self.peers)
-
 
 class Ticket:
     """One admitted request: its slot, and the body bytes counted for it so far."""
@@ -57,13 +54,6 @@ class Ticket:
         self._state.inflight_bytes += size
         self._peer.bytes += size
         return None
-
-    def shrink_to(self, size: int) -> None:
-        """Count `size` bytes from now on (what is still held once the body is replaced)."""
-        change = size - self.bytes
-        self.bytes = size
-        self._state.inflight_bytes += change
-        self._peer.bytes += change
 
     def release(self) -> None:
         if self._released:
