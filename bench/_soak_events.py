@@ -7,14 +7,17 @@ payload for `worker_event`, which has no `meta`), as a NoETL worker counts its r
 
 A client retries any non-2xx answer or connection failure three times, waiting
 0.5 s, 1 s, 2 s (doubling, capped at 5 s; `time_scale` shrinks them for tests), and logs
-every attempt's outcome.
+every attempt's outcome. An event whose retries all failed is sent again in a new round
+(as NoETL's orchestrator dispatches a failed command again), up to `ROUNDS` rounds, each
+once the caller's `ready` says the upstream is up: how long an upstream restart takes on a
+loaded machine then changes how many attempts an event needs, not whether it arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,6 +28,7 @@ EXECUTION_BASE = 478775660589000000  # ids far above 2^53: a float would change 
 EVENT_BASE = 478775660600000000
 SHAPES = ("executor_event", "event_request", "worker_event")
 RETRIES = 3
+ROUNDS = 5  # dispatches of one event (each with RETRIES retries) before it counts as exhausted
 BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 5.0
 CLIENT_TIMEOUT = 30.0  # the Rust worker's own timeout
@@ -110,6 +114,7 @@ class ClientLog:
 
     attempts: dict[int, list[Attempt]] = field(default_factory=dict)
     acked: int = 0
+    redispatched: int = 0  # rounds after the first (all retries of a round failed)
     exhausted: list[int] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # anything else that went wrong
 
@@ -148,27 +153,52 @@ async def _attempt(
     return Attempt(number, outcome, detail, status, None, retry_after)
 
 
+async def _no_wait() -> None:
+    return None
+
+
 async def run_client(
     name: str,
     url: str,
     indices: Iterator[int],
     log: ClientLog,
     time_scale: float,
+    ready: Callable[[], Awaitable[None]] = _no_wait,
 ) -> None:
-    """Send events taken from `indices` one at a time, retrying like a NoETL worker."""
+    """Send events taken from `indices` one at a time, retrying like a NoETL worker; an
+    event whose retries all failed gets another round once `ready()` returns."""
     timeout = aiohttp.ClientTimeout(total=CLIENT_TIMEOUT)
     connector = aiohttp.TCPConnector(limit=1)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         for index in indices:
             event = make_event(index)
             attempts = log.attempts.setdefault(index, [])
-            for number in range(1, RETRIES + 2):
-                attempt = await _attempt(session, url, event, number, name)
-                attempts.append(attempt)
-                if attempt.outcome == "acked":
-                    log.acked += 1
-                    break
-                if number <= RETRIES:
-                    await asyncio.sleep(backoff(number, time_scale))
-            else:
+            if not await _send(session, url, event, name, attempts, log, time_scale, ready):
                 log.exhausted.append(index)
+
+
+async def _send(
+    session: aiohttp.ClientSession,
+    url: str,
+    event: Event,
+    name: str,
+    attempts: list[Attempt],
+    log: ClientLog,
+    time_scale: float,
+    ready: Callable[[], Awaitable[None]],
+) -> bool:
+    """Up to ROUNDS rounds of 1 + RETRIES attempts; True once one was acknowledged."""
+    for round_ in range(ROUNDS):
+        if round_:
+            log.redispatched += 1
+            await ready()
+        for retry in range(RETRIES + 1):
+            # Attempt numbers run on across rounds: each stored copy names its attempt.
+            attempt = await _attempt(session, url, event, len(attempts) + 1, name)
+            attempts.append(attempt)
+            if attempt.outcome == "acked":
+                log.acked += 1
+                return True
+            if retry < RETRIES:
+                await asyncio.sleep(backoff(retry + 1, time_scale))
+    return False

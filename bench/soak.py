@@ -7,12 +7,14 @@ it, and `--clients` concurrent producers (`bench/_soak_events.py`) send events o
 shapes, retrying like NoETL workers. Meanwhile the emulator injects faults: a share of 503s
 with `Retry-After`, connections dropped after the request was read (alternately stored
 first and not), slow answers, and the emulator is stopped and started again on the same
-port with the same database once halfway through.
+port with the same database once halfway through. An event whose retries all failed is
+dispatched again once the emulator is up (as NoETL dispatches a failed command again).
 
 At the end `bench/_soak_verify.py` proves from the store and the clients' logs that nothing
 was lost, that duplicates come only from lost answers, and that no id changed; and the
 proxy's resident memory after warm-up must not grow by 20 MB or more. One summary line is
-printed; the exit code is 1 on any violation.
+printed (events, acked, stored, lost, exhausted, re-dispatched, duplicates, attempts by
+outcome, faults, RSS); the exit code is 1 on any violation.
 """
 
 from __future__ import annotations
@@ -71,6 +73,11 @@ class Summary:
     attempts: Counter[str] = field(default_factory=Counter)
 
     @property
+    def lost(self) -> int:
+        """Events of which no copy was stored."""
+        return self.proof.events - self.proof.stored_events
+
+    @property
     def ok(self) -> bool:
         return not (self.log.problems or self.proof.violations or self.log.exhausted)
 
@@ -81,7 +88,8 @@ class Summary:
         outcomes = " ".join(f"{k}={v}" for k, v in self.attempts.most_common())
         return (
             f"soak {'PASS' if self.ok else 'FAIL'}: events={p.events} acked={p.acked} "
-            f"stored={p.stored_events} exhausted={len(self.log.exhausted)} "
+            f"stored={p.stored_events} lost={self.lost} exhausted={len(self.log.exhausted)} "
+            f"redispatched={self.log.redispatched} "
             f"duplicates={p.duplicates} (marked drops {p.duplicates_from_marked_drops}, "
             f"other lost answers {p.duplicates - p.duplicates_from_marked_drops}) "
             f"violations={sum(p.violations.values())} attempts=[{outcomes}] "
@@ -101,6 +109,7 @@ class Upstream:
         self.runner: web.AppRunner | None = None
         self.faults: Counter[str] = Counter()
         self.config = FaultConfig()
+        self.up = asyncio.Event()  # set while the emulator is serving
 
     async def start(self) -> None:
         app = create_emulator_app(PROFILE, version=VERSION, db_path=str(self.db_file))
@@ -110,6 +119,7 @@ class Upstream:
         await site.start()
         self.port = int(self.runner.addresses[0][1])
         self.configure(self.config)
+        self.up.set()
 
     def configure(self, config: FaultConfig) -> None:
         """Replace the fault configuration, keeping the counts of what was injected."""
@@ -121,7 +131,12 @@ class Upstream:
         emulator.faults.configure(config)
         emulator.state.store_down = config.store_down
 
+    async def wait_up(self) -> None:
+        """Return once the emulator serves (at once, unless it is being restarted)."""
+        await self.up.wait()
+
     async def stop(self) -> None:
+        self.up.clear()
         if self.runner is not None:
             runner, self.runner = self.runner, None
             app = runner.app
@@ -222,7 +237,9 @@ async def _drive(cfg: SoakConfig, upstream: Upstream, work: Path, log: ClientLog
     ]
     indices = iter(range(cfg.events))
     clients = [
-        asyncio.create_task(run_client(f"soak-w{n}", url, indices, log, cfg.time_scale))
+        asyncio.create_task(
+            run_client(f"soak-w{n}", url, indices, log, cfg.time_scale, upstream.wait_up)
+        )
         for n in range(cfg.clients)
     ]
     try:

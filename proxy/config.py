@@ -218,10 +218,15 @@ class LimitSettings(_Section):
     max_json_depth: Annotated[int, Field(ge=1, le=1024)] = 64
     batch_max_items: Annotated[int, Field(ge=1, le=1_000_000)] = 256
     max_inflight: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
-    # Bodies of event requests being handled, summed (Content-Length, else max_body_bytes).
+    # Bodies of event requests being handled, summed as their bytes arrive.
     max_inflight_bytes: Annotated[int, Field(ge=1, le=1 << 40)] = 64 * 1024 * 1024
     body_read_timeout_seconds: Seconds = 10.0
     keepalive_timeout_seconds: Seconds = 15.0
+    # One client address's share of max_inflight / max_inflight_bytes (None: half of it).
+    max_inflight_per_peer: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    max_inflight_bytes_per_peer: Annotated[int, Field(ge=1, le=1 << 40)] | None = None
+    # Bodies of pass-through requests (streamed, never held); None: no limit.
+    max_passthrough_body_bytes: Annotated[int, Field(ge=0, le=1 << 50)] | None = None
 
     @model_validator(mode="after")
     def _one_body_fits(self) -> LimitSettings:
@@ -231,7 +236,28 @@ class LimitSettings(_Section):
                 f"max_body_bytes ({self.max_body_bytes}), or no body of the largest allowed "
                 "size could ever be accepted"
             )
+        per_peer = self.max_inflight_bytes_per_peer
+        if per_peer is not None and per_peer < self.max_body_bytes:
+            raise ValueError(
+                f"max_inflight_bytes_per_peer ({per_peer}) must be at least "
+                f"max_body_bytes ({self.max_body_bytes}), or no body of the largest allowed "
+                "size could ever be accepted"
+            )
         return self
+
+    @property
+    def peer_requests(self) -> int:
+        """In-flight requests one client address may have (`max_inflight_per_peer`)."""
+        if self.max_inflight_per_peer is not None:
+            return self.max_inflight_per_peer
+        return max(self.max_inflight // 2, 1)
+
+    @property
+    def peer_bytes(self) -> int:
+        """Event body bytes one client address may have in flight."""
+        if self.max_inflight_bytes_per_peer is not None:
+            return self.max_inflight_bytes_per_peer
+        return max(self.max_inflight_bytes // 2, self.max_body_bytes)
 
 
 class EnvelopeSettings(_Section):

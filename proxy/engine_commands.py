@@ -163,6 +163,11 @@ def split_documents(data: bytes) -> list[tuple[int, bytes]]:
     except msgspec.DecodeError as exc:
         if "trailing characters" not in str(exc) and data.strip().count(b"\n") == 0:
             return [(1, data)]
+    except RecursionError:
+        # Nested too deeply to read here: the engine refuses each document (too_deep)
+        # within its own depth bound, as `serve` does.
+        if data.strip().count(b"\n") == 0:
+            return [(1, data)]
     return [
         (number, line) for number, line in enumerate(data.splitlines(), start=1) if line.strip()
     ]

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -59,6 +60,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.util.http import get_excluded_urls, sanitize_method
 
 from proxy.server.hooks import PROBLEM_CODE, TRACE_HEADERS, EventRecord, TraceHeaders
+from proxy.server.logsafe import printable
 
 TRACES_PATH = "/v1/traces"
 SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
@@ -159,7 +161,7 @@ def server_middleware(provider: trace.TracerProvider) -> Middleware:
         try:
             if not span.is_recording():  # not sampled: no attribute work at all
                 return await handler(request)
-            attributes = collect_request_attributes(request, mode)
+            attributes = safe_attributes(collect_request_attributes(request, mode))
             if route is None:
                 attributes.pop("http.route", None)
             span.set_attributes(attributes)
@@ -186,6 +188,24 @@ def _set_outcome(span: trace.Span, status: int, code: str | None, mode: _Stabili
     set_status_code(span, status, sem_conv_opt_in_mode=mode)
     if status >= 400:
         span.set_attribute("error.type", code or str(status))
+
+
+_URL_ATTRIBUTES = ("http.url", "http.target", "url.full")
+
+
+def safe_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Request attributes fit for a span: the query string dropped from every URL (it may
+    carry a credential, `?token=`) and control characters escaped (a User-Agent may hold
+    any)."""
+    for key in _URL_ATTRIBUTES:
+        value = attributes.get(key)
+        if isinstance(value, str) and "?" in value:
+            attributes[key] = value.split("?", 1)[0]
+    attributes.pop("url.query", None)
+    for key, value in attributes.items():
+        if isinstance(value, str):
+            attributes[key] = printable(value)
+    return attributes
 
 
 def annotate_current_span(record: EventRecord, client: str) -> None:

@@ -23,10 +23,12 @@ from proxy.config import Settings
 from proxy.envelope.ids import SnowflakeMinter
 from proxy.server import events, passthrough, problems
 from proxy.server.access_log import AccessNotes, access_log_kwargs
+from proxy.server.budget import PeerLoad
 from proxy.server.forward import UpstreamError
 from proxy.server.headers import SKIP_AUTO_HEADERS
 from proxy.server.hooks import Extension
-from proxy.server.keys import POOLS, STATE, STREAM_SESSION, STREAMS, UPSTREAM_STATS
+from proxy.server.keys import PEERS, POOLS, STATE, STREAM_SESSION, STREAMS, UPSTREAM_STATS
+from proxy.server.logsafe import ServerLog
 from proxy.server.reload import ConfigReloader
 from proxy.server.state import ProxyState
 from proxy.server.upstream import UpstreamPools, UpstreamStats
@@ -47,11 +49,13 @@ def server_kwargs(settings: Settings) -> dict[str, Any]:
     Handlers are not cancelled when their client leaves (aiohttp's default, which its test
     server changes): an event exchange runs to its end and its outcome is recorded.
     With `log.access` the runner writes one access line per request (`access_log`).
+    A request the server cannot parse is logged as one line quoting none of its bytes.
     """
     return {
         "auto_decompress": False,
         "keepalive_timeout": settings.limits.keepalive_timeout_seconds,
         **access_log_kwargs(settings.log.access),  # none unless `log.access` is on
+        "logger": ServerLog(),
     }
 
 
@@ -161,6 +165,7 @@ def create_app(
     app[STATE] = state
     app[UPSTREAM_STATS] = UpstreamStats()
     app[STREAMS] = set()
+    app[PEERS] = PeerLoad()
     events.add_routes(app)
     passthrough.add_routes(app)
     app.cleanup_ctx.append(_upstream)

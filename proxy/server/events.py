@@ -1,9 +1,10 @@
 """`POST /api/events` and `POST /api/events/batch`: read, convert, forward, relay, record.
 
-Order of checks, cheapest first: in-flight limit (503), content type (415), declared length
-(413, before reading), in-flight bytes (503: the bodies being handled, this one's counted at
-its `Content-Length`, or at `max_body_bytes` when chunked, must stay within
-`limits.max_inflight_bytes`), then the body under a size and time bound (413 / 408). The engine
+Order of checks, cheapest first: protocol version and transfer coding (505/400/501, see
+`framing`), content type (415), declared length (413, before reading), in-flight requests
+and bytes, in total and for the client's address (503, see `budget`: body bytes count as they
+arrive, a declared length against what is free), then the body under a size, time and budget
+bound (413 / 408 / 503). The engine
 converts it for the snapshot's target (its refusals become problem+json with its status);
 the upstream's answer is relayed as it came (status, body bytes, content type, encoding,
 `Retry-After`), so the client never sees a 2xx the upstream did not give.
@@ -28,11 +29,12 @@ import orjson
 from aiohttp import hdrs, web
 
 from proxy.envelope import Conversion, EnvelopeError
-from proxy.server import problems
+from proxy.server import budget, framing, problems
+from proxy.server.budget import Ticket
 from proxy.server.forward import Answer, UpstreamError
 from proxy.server.headers import event_request_headers
 from proxy.server.hooks import TRACE_HEADERS, ClientHints, EventRecord, Outcome
-from proxy.server.keys import POOLS, STATE
+from proxy.server.keys import PEERS, POOLS, STATE
 from proxy.server.state import ProxyState, Snapshot
 from proxy.server.upstream import PoolBusy, request_bytes
 
@@ -59,14 +61,23 @@ class _BodyTooLarge(Exception):
     pass
 
 
-async def _read_body(request: web.BaseRequest, limit: int, seconds: float) -> bytes:
-    """The whole body, refused once past `limit` bytes or `seconds`; copied once at most."""
+class _OverBudget(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def _read_body(request: web.BaseRequest, limit: int, seconds: float, ticket: Ticket) -> bytes:
+    """The whole body, refused once past `limit` bytes or `seconds`, or when its bytes no
+    longer fit the in-flight budget (counted on `ticket` as they arrive); copied once at most."""
     content = request.content
     if content.is_eof():
         # It arrived whole with the headers (the usual small event): no timer, no wait.
         body = content.read_nowait()
         if len(body) > limit:
             raise _BodyTooLarge
+        if (refusal := ticket.add(len(body))) is not None:
+            raise _OverBudget(refusal)
         return body
     chunks: list[bytes] = []
     size = 0
@@ -75,6 +86,8 @@ async def _read_body(request: web.BaseRequest, limit: int, seconds: float) -> by
             size += len(chunk)
             if size > limit:
                 raise _BodyTooLarge
+            if (refusal := ticket.add(len(chunk))) is not None:
+                raise _OverBudget(refusal)
             chunks.append(chunk)
     # `join` hands back a lone chunk as it is: a body that arrived in one piece is not
     # copied at all.
@@ -251,17 +264,6 @@ async def _forward(
     return problems.proxy_problem(err.problem, err.detail, headers=exchange.headers())
 
 
-def _too_many(max_inflight: int) -> str:
-    return f"more than {max_inflight} requests in flight; retry shortly"
-
-
-def _too_many_bytes(max_inflight_bytes: int) -> str:
-    return (
-        f"the bodies of the requests in flight would exceed {max_inflight_bytes} bytes; "
-        "retry shortly"
-    )
-
-
 async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
     state = request.app[STATE]
     snapshot = state.snapshot
@@ -278,8 +280,9 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
         response.headers.update(exchange.headers())
         return response
 
-    if state.inflight >= limits.max_inflight:
-        return shed(_too_many(limits.max_inflight))
+    refused = framing.refusal(request)
+    if refused is not None:
+        return refuse(*refused, close=True)
     if not is_json_content_type(request):
         got = request.headers.get(hdrs.CONTENT_TYPE, "none")
         return refuse(
@@ -295,18 +298,16 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
             f"body of {declared} bytes is over the {limits.max_body_bytes}-byte limit",
             close=True,
         )
-    # Bodies are held in memory while they are converted and forwarded: bound their sum.
-    # A chunked body may grow up to the size limit, so it counts at that until it is read.
-    reserved = limits.max_body_bytes if declared is None else declared
-    if state.inflight_bytes + reserved > limits.max_inflight_bytes:
-        return shed(_too_many_bytes(limits.max_inflight_bytes))
-
-    state.inflight += 1
-    state.inflight_bytes += reserved
+    # Bodies are held in memory while they are converted and forwarded: their bytes count
+    # against the budgets as they arrive (a declared length is only checked against what
+    # is free now).
+    ticket = budget.admit(state, request.app[PEERS], request.remote, limits, declared)
+    if isinstance(ticket, str):
+        return shed(ticket)
     try:
         try:
             body = await _read_body(
-                request, limits.max_body_bytes, limits.body_read_timeout_seconds
+                request, limits.max_body_bytes, limits.body_read_timeout_seconds, ticket
             )
         except _BodyTooLarge:
             return refuse(
@@ -314,12 +315,18 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
                 f"body is over the {limits.max_body_bytes}-byte limit",
                 close=True,
             )
+        except _OverBudget as over:
+            response = shed(f"{over.reason}; the event was not sent")
+            response.force_close()  # the rest of the body is not read
+            return response
         except TimeoutError:
-            return refuse(
+            response = refuse(
                 problems.BODY_TIMEOUT,
                 f"body not received within {limits.body_read_timeout_seconds} s",
                 close=True,
             )
+            await problems.send_and_close(request, response)
+            return response
         except (ConnectionError, OSError, web.RequestPayloadError):
             return refuse(
                 problems.CLIENT_ABORTED, "the body was cut short or badly framed", close=True
@@ -328,8 +335,6 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
             # The server cancels the handler when the client leaves (if so configured).
             exchange.record(state, "rejected", error_code=problems.CLIENT_ABORTED.code)
             raise
-        state.inflight_bytes -= reserved - len(body)
-        reserved = len(body)
         observing = snapshot.settings.mode == "observe"
         if snapshot.settings.shadow or observing:
             exchange.body = body  # the shadow check converts the original once more
@@ -358,14 +363,16 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
         # exchange runs to its end here and its outcome is recorded.
         return await _forward(request, state, exchange, conv)
     finally:
-        state.inflight -= 1
-        state.inflight_bytes -= reserved
+        ticket.release()
 
 
 async def _expect(request: web.Request) -> web.StreamResponse | None:
     """`Expect: 100-continue`: refuse a body before the client sends it, when its declared
     size is over the limit or the proxy is at its in-flight limits (the handler checks the
     same again once the body is read)."""
+    refused = framing.refuse(request)
+    if refused is not None:
+        return refused
     state = request.app[STATE]
     limits = state.snapshot.settings.limits
     declared = request.content_length
@@ -375,12 +382,7 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
             f"body of {declared} bytes is over the {limits.max_body_bytes}-byte limit",
             close=True,
         )
-    reserved = limits.max_body_bytes if declared is None else declared
-    overloaded = None
-    if state.inflight >= limits.max_inflight:
-        overloaded = _too_many(limits.max_inflight)
-    elif state.inflight_bytes + reserved > limits.max_inflight_bytes:
-        overloaded = _too_many_bytes(limits.max_inflight_bytes)
+    overloaded = budget.refusal(state, request.app[PEERS], request.remote, limits, declared)
     if overloaded is not None:
         response = problems.overloaded(overloaded)
         response.force_close()  # the client may send its body anyway: do not read it

@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from proxy.server.budget import PeerLoad
 from proxy.server.state import ProxyState
 from proxy.server.upstream import UpstreamPools, UpstreamStats
 
@@ -20,3 +21,5 @@ UPSTREAM_STATS = web.AppKey("envelope_proxy_upstream_stats", UpstreamStats)
 STREAM_SESSION = web.AppKey("envelope_proxy_stream_session", aiohttp.ClientSession)
 # Pass-through handlers in progress; cut at the shutdown cutoff (a stream may never end).
 STREAMS = web.AppKey("envelope_proxy_streams", set[asyncio.Task[Any]])
+# What each client address has in flight (requests, event body bytes).
+PEERS = web.AppKey("envelope_proxy_peers", PeerLoad)

@@ -21,27 +21,32 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import hdrs, web
 
-from proxy.server import problems
+from proxy.server import budget, framing, problems
 from proxy.server.forward import UpstreamError, classify, never_sent
 from proxy.server.headers import (
     client_response_headers,
     upstream_request_headers,
 )
 from proxy.server.hooks import TRACE_HEADERS
-from proxy.server.keys import STATE, STREAM_SESSION, STREAMS
+from proxy.server.keys import PEERS, STATE, STREAM_SESSION, STREAMS
+from proxy.server.logsafe import printable
 
 log = logging.getLogger("envelope_proxy.server")
 
 
 class _ClientBody:
-    """The client's body, streamed chunk by chunk, with a bound on each wait for the next."""
+    """The client's body, streamed chunk by chunk, with a bound on each wait for the next
+    and, when `cap` is set, on its size."""
 
-    def __init__(self, request: web.Request, seconds: float):
+    def __init__(self, request: web.Request, seconds: float, cap: int | None):
         self._content = request.content
         self._seconds = seconds
+        self._cap = cap
         self.stalled = False
+        self.too_large = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        size = 0
         while True:
             try:
                 async with asyncio.timeout(self._seconds):
@@ -51,6 +56,11 @@ class _ClientBody:
                 raise
             if not chunk:
                 return
+            size += len(chunk)
+            if self._cap is not None and size > self._cap:
+                # Cuts the upstream request short; the client is answered 413.
+                self.too_large = True
+                raise OSError(f"the body is over the {self._cap}-byte pass-through limit")
             yield chunk
 
 
@@ -85,6 +95,14 @@ async def _open(request: web.Request, body: _ClientBody | None) -> aiohttp.Clien
             raise classify(exc, snapshot.stream_timeouts) from exc
 
 
+_EVENT_OUTCOME = "the event may or may not have been stored"
+
+
+def _about_request(detail: str) -> str:
+    """An upstream failure's detail, worded for a request that is not an event."""
+    return detail.replace(_EVENT_OUTCOME, "the upstream may or may not have acted on the request")
+
+
 async def handle_passthrough(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     response = await _admit(request)
@@ -97,11 +115,23 @@ async def handle_passthrough(request: web.Request) -> web.StreamResponse:
 
 
 async def _admit(request: web.Request) -> web.StreamResponse:
+    refused = framing.refuse(request)
+    if refused is not None:
+        return refused
     state = request.app[STATE]
-    limit = state.snapshot.settings.limits.max_inflight
-    if state.inflight >= limit:
-        return problems.overloaded(f"more than {limit} requests in flight; retry shortly")
-    state.inflight += 1
+    limits = state.snapshot.settings.limits
+    cap = limits.max_passthrough_body_bytes
+    declared = request.content_length
+    if cap is not None and declared is not None and declared > cap:
+        return problems.proxy_problem(
+            problems.BODY_TOO_LARGE,
+            f"body of {declared} bytes is over the {cap}-byte pass-through limit",
+            close=True,
+        )
+    # Pass-through bodies are streamed, never held: they count as requests, not bytes.
+    ticket = budget.admit(state, request.app[PEERS], request.remote, limits)
+    if isinstance(ticket, str):
+        return problems.overloaded(ticket)
     streams = request.app[STREAMS]
     task = asyncio.current_task()
     if task is not None:
@@ -110,30 +140,49 @@ async def _admit(request: web.Request) -> web.StreamResponse:
         return await _relay(request)
     finally:
         streams.discard(task)
-        state.inflight -= 1
+        ticket.release()
 
 
 async def _relay(request: web.Request) -> web.StreamResponse:
     settings = request.app[STATE].snapshot.settings
+    limits = settings.limits
     body = (
-        _ClientBody(request, settings.limits.body_read_timeout_seconds)
+        _ClientBody(request, limits.body_read_timeout_seconds, limits.max_passthrough_body_bytes)
         if request.body_exists
         else None
     )
     try:
         upstream = await _open(request, body)
     except UpstreamError as err:
-        if body is not None and body.stalled:
+        if body is not None and body.too_large:
             return problems.proxy_problem(
+                problems.BODY_TOO_LARGE,
+                f"body is over the {limits.max_passthrough_body_bytes}-byte pass-through limit",
+                close=True,
+            )
+        if body is not None and body.stalled:
+            timeout = problems.proxy_problem(
                 problems.BODY_TIMEOUT,
                 "the request body stalled for more than "
                 f"{settings.limits.body_read_timeout_seconds} s",
                 close=True,
             )
-        log.warning("%s %s: %s", request.method, request.path, err.detail)
-        return problems.proxy_problem(err.problem, err.detail)
+            await problems.send_and_close(request, timeout)
+            return timeout
+        detail = _about_request(err.detail)
+        log.warning("%s %s: %s", printable(request.method), printable(request.path), detail)
+        return problems.proxy_problem(err.problem, detail)
+    if upstream.status < 200:
+        # An interim answer as the final one: the proxy never asks for an upgrade (Upgrade
+        # is hop-by-hop and not forwarded), so relaying it would hand the client a
+        # connection in a protocol nobody agreed on.
+        upstream.close()
+        detail = f"the upstream answered {upstream.status} as its final answer"
+        log.warning("%s %s: %s", printable(request.method), printable(request.path), detail)
+        return problems.proxy_problem(problems.BAD_UPSTREAM_RESPONSE, detail)
     idle = settings.upstream.timeout_seconds
     complete = False
+    watch = _fail_body_on_close(upstream)
     try:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         response.headers.extend(client_response_headers(upstream.headers))
@@ -144,8 +193,8 @@ async def _relay(request: web.Request) -> web.StreamResponse:
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 log.warning(
                     "%s %s: upstream stream broke after %s bytes (%s); cutting the client off",
-                    request.method,
-                    request.path,
+                    printable(request.method),
+                    printable(request.path),
                     response.body_length,
                     exc.__class__.__name__,
                 )
@@ -162,8 +211,8 @@ async def _relay(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 log.warning(
                     "%s %s: the client read nothing for %s s; cutting it off",
-                    request.method,
-                    request.path,
+                    printable(request.method),
+                    printable(request.path),
                     idle,
                 )
                 if request.transport is not None:
@@ -174,6 +223,8 @@ async def _relay(request: web.Request) -> web.StreamResponse:
             await response.write_eof()
         return response
     finally:
+        if watch is not None:
+            watch.cancel()
         # A half-read answer must not go back to the pool.
         if complete:
             upstream.release()
@@ -181,5 +232,34 @@ async def _relay(request: web.Request) -> web.StreamResponse:
             upstream.close()
 
 
+def _fail_body_on_close(upstream: aiohttp.ClientResponse) -> asyncio.Task[None] | None:
+    """For a chunked answer: when the upstream connection closes before the body ended,
+    fail the body, so the client is cut off rather than kept waiting.
+
+    aiohttp's client does not fail a chunked body whose framing breaks mid-way (its C
+    parser hands the error to the connection, not to the body): without this, a read of
+    the rest would wait forever on a connection that is already gone.
+    """
+    if "chunked" not in upstream.headers.get(hdrs.TRANSFER_ENCODING, "").lower():
+        return None
+    connection = upstream.connection
+    protocol = connection.protocol if connection is not None else None
+    if protocol is None:
+        return None
+    closed = protocol.closed
+
+    async def watch() -> None:
+        if closed is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(closed)
+        if not upstream.content.is_eof():
+            upstream.content.set_exception(
+                aiohttp.ClientPayloadError("the upstream connection closed mid-answer")
+            )
+
+    return asyncio.get_running_loop().create_task(watch())
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_route(hdrs.METH_ANY, "/{tail:.*}", handle_passthrough)
+    # `[\s\S]`, not `.`: a percent-encoded line feed decodes into the path, and `.` stops there.
+    app.router.add_route(hdrs.METH_ANY, r"/{tail:[\s\S]*}", handle_passthrough)

@@ -8,6 +8,7 @@ README's failure table.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,13 @@ UNSUPPORTED_MEDIA_TYPE = ProxyProblem("unsupported_media_type", 415, "Body must 
 BODY_TOO_LARGE = ProxyProblem("body_too_large", 413, "Body is larger than allowed")
 BODY_TIMEOUT = ProxyProblem("body_timeout", 408, "Body did not arrive in time")
 CLIENT_ABORTED = ProxyProblem("client_aborted", 400, "Client closed the connection mid-body")
+UNSUPPORTED_TRANSFER_CODING = ProxyProblem(
+    "unsupported_transfer_coding", 501, "Transfer coding not implemented"
+)
+HTTP_VERSION_NOT_SUPPORTED = ProxyProblem(
+    "http_version_not_supported", 505, "HTTP version not supported"
+)
+BAD_REQUEST_LINE = ProxyProblem("bad_request_line", 400, "Request line is not HTTP/1.x")
 UPSTREAM_UNAVAILABLE = ProxyProblem("upstream_unavailable", 502, "Upstream unreachable")
 UPSTREAM_TIMEOUT = ProxyProblem("upstream_timeout", 504, "Upstream did not answer in time")
 BAD_UPSTREAM_RESPONSE = ProxyProblem("bad_upstream_response", 502, "Upstream answer unusable")
@@ -96,6 +104,18 @@ def proxy_problem(
     return problem_response(
         problem.status, problem_body(problem, detail), headers=headers, close=close
     )
+
+
+async def send_and_close(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """Send `response` now, then close the connection at once.
+
+    For a client whose body stalled: aiohttp would otherwise keep the connection up to 10 s
+    more, draining a body that is not coming.
+    """
+    with contextlib.suppress(ConnectionError):
+        await response.prepare(request)
+        await response.write_eof()
+    request.protocol.force_close()
 
 
 def engine_problem(err: EnvelopeError, *, headers: dict[str, str] | None = None) -> web.Response:

@@ -21,6 +21,7 @@ import watchfiles
 
 from proxy.config import ConfigError, Settings, keep_start_only, restart_needed
 from proxy.envelope import Engine, Rules, RulesError
+from proxy.server.logsafe import printable
 from proxy.server.state import ProxyState, ReloadStatus, build_engine
 
 log = logging.getLogger("envelope_proxy.server")
@@ -122,8 +123,34 @@ class ConfigReloader:
                 )
             return True
 
+    def _relevant(self, _change: watchfiles.Change, path: str) -> bool:
+        """Whether a change in a watched directory can change the configuration: the config
+        file, a rule file, or Kubernetes' `..data` swap. Others (a log or state file kept
+        next to the config) are ignored, at DEBUG, so they cannot drive reloads."""
+        changed = Path(path)
+        name, parent = changed.name, changed.parent
+        if name.startswith("..data"):
+            return True
+        config_file = self._state.config_file
+        if (
+            config_file is not None
+            and name == config_file.name
+            and parent == config_file.absolute().parent
+        ):
+            return True
+        rules_dir = self._state.snapshot.settings.rules_dir
+        if rules_dir is not None and parent == rules_dir.absolute() and not name.startswith("."):
+            return True
+        log.debug("config watch: ignoring a change to %s", printable(path))
+        return False
+
     async def watch(self) -> None:
         """Watch until cancelled; restarts when the set of watched directories changes."""
+        quiet = logging.getLogger("watchfiles")
+        if quiet.level == logging.NOTSET:
+            # watchfiles logs every batch of changes at INFO; the reload's own line says
+            # what a change did.
+            quiet.setLevel(logging.WARNING)
         while True:
             paths = await asyncio.to_thread(self._watched)
             if not paths:
@@ -132,10 +159,11 @@ class ConfigReloader:
             try:
                 async for changes in watchfiles.awatch(
                     *paths,
+                    watch_filter=self._relevant,
                     debounce=DEBOUNCE_MS,
                     step=50,
                     stop_event=stop,
-                    recursive=True,
+                    recursive=False,
                     rust_timeout=RECHECK_MS,
                     yield_on_timeout=True,
                 ):

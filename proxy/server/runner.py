@@ -33,6 +33,7 @@ from proxy.server.admin import create_admin_app
 from proxy.server.app import RELOADER, create_app, server_kwargs
 from proxy.server.hooks import Extension
 from proxy.server.keys import STATE
+from proxy.server.logsafe import ServerLog
 from proxy.server.state import build_engine
 
 log = logging.getLogger("envelope_proxy.server")
@@ -140,7 +141,9 @@ async def _serve(
     runner = web.AppRunner(
         app, shutdown_timeout=lifecycle.shutdown_timeout_seconds, **server_kwargs(settings)
     )
-    admin_runner = web.AppRunner(create_admin_app(app), access_log=None, shutdown_timeout=1.0)
+    admin_runner = web.AppRunner(
+        create_admin_app(app), access_log=None, shutdown_timeout=1.0, logger=ServerLog()
+    )
     await runner.setup()
     host, port = split_host_port(settings.listen)
     try:

@@ -228,9 +228,10 @@ async def test_client_leaving_after_the_body_does_not_cancel_forwarding(
 async def test_over_the_inflight_bytes_limit_is_503_overloaded(
     aiohttp_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
-    """Bodies in flight count at their Content-Length (a chunked one at max_body_bytes until
-    read); a request that would pass `limits.max_inflight_bytes` gets 503 overloaded, and the
-    bytes are free again once the exchange is over."""
+    """Bodies in flight count by the bytes received (a declared Content-Length is checked
+    against what is free); a request that would pass `limits.max_inflight_bytes` gets 503
+    overloaded, a small chunked one still fits, and the bytes are free again once the
+    exchange is over."""
     limit = 4096
     stack = await start_stack(
         aiohttp_server,
@@ -254,9 +255,8 @@ async def test_over_the_inflight_bytes_limit_is_503_overloaded(
         yield EMIT_REQUEST
 
     async with session.post(stack.proxy + "/api/events", data=chunked(), headers=JSON) as resp:
-        assert resp.status == 503
-        assert orjson.loads(await resp.read())["code"] == "overloaded"
-    assert [r.error_code for r in stack.recorder.records] == ["overloaded", "overloaded"]
+        assert resp.status == 200
+    assert [r.error_code for r in stack.recorder.records].count("overloaded") == 1
 
     first, _ = await slow
     assert first.status == 200
@@ -264,7 +264,7 @@ async def test_over_the_inflight_bytes_limit_is_503_overloaded(
     await stack.fault()  # no more delay
     response, answer = await stack.post("/api/events", largest)
     assert response.status == 200, answer
-    assert len(await stack.stored()) == 2
+    assert len(await stack.stored()) == 3
 
 
 async def test_expect_100_continue_over_the_inflight_bytes_budget_is_503_before_sending(
@@ -441,7 +441,7 @@ async def test_all_upstream_connections_busy_is_503_never_sent(
     assert response.status == 200, answer
     assert stack.recorder.attempts == 1
     assert await stack.upstream_requests() == 1
-    assert [r.error_code for r in stack.recorder.records] == ["overloaded", None]
+    assert [r.error_code for r in stack.recorder.records].count("overloaded") == 1
 
 
 async def test_an_event_waiting_for_a_busy_connection_keeps_its_time_budget(

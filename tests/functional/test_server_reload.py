@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import shutil
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 from aiohttp import web
 
@@ -357,3 +359,36 @@ async def test_event_ids_never_repeat_across_a_reload(
     assert [(i >> 12) & 1023 for i in minted] == [5] * 6
     assert [i & 4095 for i in minted] == [0, 1, 2, 3, 4, 5]
     assert [row["event_id"] for row in await stack.stored()] == minted
+
+
+async def test_unrelated_files_next_to_the_config_do_not_reload_or_log(
+    aiohttp_server: ServerFactory,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A log or state file kept in the config's directory (or a subdirectory of it) changes
+    often: no reload, and nothing logged above DEBUG; the config file itself still reloads."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text(upstream), encoding="utf-8")
+    (tmp_path / "sub").mkdir()
+    stack = await reloading_stack(aiohttp_server, session, config, upstream)
+    caplog.set_level(logging.DEBUG)
+    await asyncio.sleep(0.3)  # the watcher is up
+    caplog.clear()
+    for round_ in range(5):
+        (tmp_path / "proxy.log").write_text(f"line {round_}\n" * 50, encoding="utf-8")
+        (tmp_path / "sub" / "state.json").write_text(str(round_), encoding="utf-8")
+        await asyncio.sleep(0.2)
+    assert stack.recorder.reloads == []
+    noisy = [r for r in caplog.records if r.levelno > logging.DEBUG]
+    assert noisy == [], [r.getMessage() for r in noisy]
+    # Not even handed to the reloader: watchfiles reports (at DEBUG) only what passed.
+    delivered = [r.getMessage() for r in caplog.records if r.name.startswith("watchfiles")]
+    assert not any("proxy.log" in m or "state.json" in m for m in delivered), delivered
+
+    rewrite(config, config_text(upstream, upstream__version="v2"))
+    await wait_for(lambda: stack.recorder.reloads == [True])
+    watchfiles_lines = [r for r in caplog.records if r.name.startswith("watchfiles")]
+    assert all(r.levelno < logging.INFO for r in watchfiles_lines)

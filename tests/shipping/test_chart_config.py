@@ -57,6 +57,16 @@ RELOADABLE_VALUES: dict[str, dict[str, Any]] = {
     "upstream.timeout_seconds": {"config": {"file": {"upstream": {"timeout_seconds": 10}}}},
     "limits": {"config": {"file": {"limits": {"max_inflight": 64}}}},
     "limits.max_inflight_bytes": {"config": {"file": {"limits": {"max_inflight_bytes": 1 << 27}}}},
+    "limits.per_peer": {
+        "config": {
+            "file": {
+                "limits": {"max_inflight_per_peer": 64, "max_inflight_bytes_per_peer": 1 << 24}
+            }
+        }
+    },
+    "limits.max_passthrough_body_bytes": {
+        "config": {"file": {"limits": {"max_passthrough_body_bytes": 1 << 20}}}
+    },
     "envelope.mint": {"config": {"file": {"envelope": {"mint": "never"}}}},
     "lifecycle.drain_seconds": {"config": {"file": {"lifecycle": {"drain_seconds": 3}}}},
     "rules": {"rules": {"existingConfigMap": "noetl-envelope-rules"}},

@@ -344,6 +344,32 @@ def test_inflight_bytes_must_hold_one_largest_body() -> None:
     assert fits.limits.max_inflight_bytes == 2048
 
 
+def test_per_peer_budgets_default_to_half_and_must_hold_one_largest_body() -> None:
+    """One address may use half of the in-flight requests and bytes unless configured; an
+    explicit byte share below max_body_bytes could never admit a full body."""
+    limits = load_settings(None, {}, environ={}).limits
+    assert (limits.peer_requests, limits.peer_bytes) == (512, 32 * 1024 * 1024)
+    assert limits.max_passthrough_body_bytes is None
+    small = load_settings(
+        None,
+        {
+            "limits.max_body_bytes": 4096,
+            "limits.max_inflight_bytes": 6000,
+            "limits.max_inflight": 1,
+        },
+        environ={},
+    ).limits
+    assert (small.peer_requests, small.peer_bytes) == (1, 4096)
+    message = problems_of(
+        None,
+        overrides={"limits.max_body_bytes": 2048, "limits.max_inflight_bytes_per_peer": 1024},
+        environ={},
+    )
+    assert message.startswith(
+        "limits: max_inflight_bytes_per_peer (1024) must be at least max_body_bytes"
+    )
+
+
 def test_readme_configuration_reference_is_the_defaults(tmp_path: Path) -> None:
     """The YAML block of the README's configuration reference loads, and is every default."""
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")

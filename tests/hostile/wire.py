@@ -1,0 +1,97 @@
+"""A scripted upstream on loopback that misbehaves on the wire, and the proxy in front of it.
+
+`WireUpstream` runs one coroutine per request (`script`), given the request head it read,
+which writes whatever bytes the test wants: a reset, half an answer, bad framing, silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from tests.functional.server_support import (
+    Recorder,
+    ServerFactory,
+    Stack,
+    settings_for,
+    start_proxy,
+)
+
+Script = Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_head(reader: asyncio.StreamReader) -> bytes:
+    """The request head (request line and headers), or what came before the peer closed."""
+    with contextlib.suppress(asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        return await reader.readuntil(b"\r\n\r\n")
+    return b""
+
+
+async def _health(head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    body = b'{"status":"ok","version":"2.19.1"}'
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+    await writer.drain()
+
+
+class WireUpstream:
+    """Answers `/api/health` properly; every other request gets the current `script`."""
+
+    def __init__(self) -> None:
+        self.script: Script = _health
+        self.heads: list[bytes] = []
+        self._server: asyncio.Server | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await read_head(reader)
+                if not head:
+                    return
+                if head.startswith(b"GET /api/health "):
+                    await _health(head, reader, writer)
+                    continue
+                self.heads.append(head)
+                await self.script(head, reader, writer)
+                return
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            # Connections a script left open are closed with their writers.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1)
+
+
+async def start_wire_stack(
+    aiohttp_server: ServerFactory,
+    session: aiohttp.ClientSession,
+    upstream: WireUpstream,
+    overrides: dict[str, Any] | None = None,
+) -> Stack:
+    url = await upstream.start()
+    values = {"upstream.version": "2.19.1", "upstream.timeout_seconds": 2}
+    values.update(overrides or {})
+    proxy, admin, state, recorder = await start_proxy(
+        aiohttp_server, settings_for(url, values), recorder=Recorder()
+    )
+    return Stack(url, proxy, admin, state, recorder, session)
