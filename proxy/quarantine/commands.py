@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 
 from proxy.config import ConfigError, Settings, load_settings
@@ -25,6 +24,7 @@ from proxy.quarantine.replay import (
     Progress,
     Replayer,
     ReplayOptions,
+    Upstream,
     convert_record,
     probe_target,
 )
@@ -32,6 +32,7 @@ from proxy.quarantine.store import find, iter_records, newest_first
 from proxy.server.state import build_engine
 
 PROG = "envelope-proxy quarantine"
+PROBE_SECONDS = 5.0  # the version question before a replay
 
 
 class _Usage(Exception):
@@ -296,6 +297,13 @@ async def _replay(
     records: list[dict[str, Any]],
     progress: Progress,
 ) -> None:
-    async with aiohttp.ClientSession() as session:
-        replayer.target, _ = await probe_target(session, settings, rules)
+    upstream = Upstream.open(
+        settings.upstream.url,
+        connect_timeout=settings.upstream.connect_timeout_seconds,
+        timeout=min(settings.upstream.timeout_seconds, PROBE_SECONDS),
+    )
+    try:
+        replayer.target, _ = await probe_target(upstream, settings, rules)
+    finally:
+        upstream.pool.close()
     await replayer.run(records, progress)

@@ -2,8 +2,10 @@
 
 `convert_record` is the conversion `serve` does (the same engine, built from the same
 settings, by kind of endpoint). `replay` converts each record with the current rules and
-sends the accepted ones through `send_event`, at most `rate` per second, journalling each
-send (see `journal`) so that it never sends a record twice, even across an interrupted run.
+sends the accepted ones through `send_event` (the upstream connection pool `serve` forwards
+events over, with its not-sent / maybe-sent classification), at most `rate` per second,
+journalling each send (see `journal`) so that it never sends a record twice, even across an
+interrupted run.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-import aiohttp
 from yarl import URL
 
 from proxy.config import Settings
@@ -23,10 +24,10 @@ from proxy.envelope import Conversion, Engine, EnvelopeError, Rules
 from proxy.quarantine import journal as j
 from proxy.quarantine.records import body_of
 from proxy.server import problems
-from proxy.server.forward import Answer, UpstreamError, post_event
-from proxy.server.headers import SKIP_AUTO_HEADERS
+from proxy.server.forward import Answer, UpstreamError
 from proxy.server.state import choose_target
-from proxy.server.version import HEALTH_PATH, MAX_HEALTH_BYTES, version_from_health
+from proxy.server.upstream import PoolBusy, UpstreamPool, request_bytes
+from proxy.server.version import HEALTH_PATH, version_from_health
 
 REPLAY_HEADER = "X-Envelope-Replay"
 # Request headers of the original that go with a replayed event (who sent it).
@@ -41,29 +42,57 @@ def convert_record(engine: Engine, record: Mapping[str, Any], target: str) -> Co
     return engine.convert_event(body, target)
 
 
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """Where replayed events go: one kept-alive connection of `serve`'s pool kind."""
+
+    pool: UpstreamPool
+    prefix: bytes  # the upstream URL's base path, before request paths
+    connect_timeout: float
+    timeout: float
+
+    @classmethod
+    def open(cls, url: str, *, connect_timeout: float, timeout: float) -> Upstream:
+        base = URL(url)
+        return cls(
+            pool=UpstreamPool(str(base.origin()), 1),
+            prefix=base.raw_path.rstrip("/").encode(),
+            connect_timeout=connect_timeout,
+            timeout=timeout,
+        )
+
+    async def send(
+        self, method: bytes, path: str, headers: Mapping[str, str], body: bytes | None
+    ) -> Answer:
+        """One exchange; raises UpstreamError (PoolBusy cannot happen with one caller)."""
+        pool = self.pool
+        wire = [(name.encode(), value.encode()) for name, value in headers.items()]
+        loop = asyncio.get_running_loop()
+        return await pool.send(
+            request_bytes(method, self.prefix + path.encode(), pool.host_header, wire, body),
+            deadline=loop.time() + self.timeout,
+            connect_timeout=self.connect_timeout,
+            budget=self.timeout,
+        )
+
+
 async def send_event(
-    session: aiohttp.ClientSession,
-    url: URL,
-    body: bytes,
-    headers: Mapping[str, str],
-    timeouts: aiohttp.ClientTimeout,
+    upstream: Upstream, path: str, body: bytes, headers: Mapping[str, str]
 ) -> Answer:
-    """The one place a replayed event goes upstream: the proxy's own event client."""
-    return await post_event(session, url, body, headers, timeouts)
+    """The one place a replayed event goes upstream: the pool `serve` forwards events over."""
+    return await upstream.send(b"POST", path, headers, body)
 
 
 async def probe_target(
-    session: aiohttp.ClientSession, settings: Settings, rules: Rules
+    upstream: Upstream, settings: Settings, rules: Rules
 ) -> tuple[str, str | None]:
     """(target, upstream version) as `serve` would choose it; `auto` asks the upstream once."""
     probed: str | None = None
     if settings.upstream.version == "auto":
-        url = settings.upstream.url.rstrip("/") + HEALTH_PATH
         try:
-            async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
-                body = await response.content.read(MAX_HEALTH_BYTES)
-                _, probed = version_from_health(response.status, body)
-        except (aiohttp.ClientError, TimeoutError):
+            answer = await upstream.send(b"GET", HEALTH_PATH, {"Accept": "application/json"}, None)
+            _, probed = version_from_health(answer.status, answer.body)
+        except (UpstreamError, PoolBusy):
             probed = None
     return choose_target(settings, rules, probed)
 
@@ -150,34 +179,34 @@ class Replayer:
     ) -> None:
         self.engine = engine
         self.target = target
-        self.base = upstream.rstrip("/")
+        self.url = upstream
         self.journal = journal
         self.options = options
         self.summary = Summary()
         self._next_at = 0.0
-        self._timeouts = aiohttp.ClientTimeout(
-            total=options.timeout_seconds, sock_connect=options.connect_timeout_seconds
-        )
 
     async def run(
         self, records: Iterable[Mapping[str, Any]], progress: Progress | None = None
     ) -> Summary:
-        async with aiohttp.ClientSession(
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=SKIP_AUTO_HEADERS,
-        ) as session:
+        upstream = Upstream.open(
+            self.url,
+            connect_timeout=self.options.connect_timeout_seconds,
+            timeout=self.options.timeout_seconds,
+        )
+        try:
             for record in records:
-                await self._one(session, record)
+                await self._one(upstream, record)
                 if progress is not None:
                     progress.step(self.summary)
+        finally:
+            upstream.pool.close()
         return self.summary
 
     async def _mark(self, record_id: str, state: str, **extra: Any) -> None:
         # fsync per line: off the loop, which may be waiting for another answer meanwhile.
         await asyncio.to_thread(self.journal.mark, record_id, state, **extra)
 
-    async def _one(self, session: aiohttp.ClientSession, record: Mapping[str, Any]) -> None:
+    async def _one(self, upstream: Upstream, record: Mapping[str, Any]) -> None:
         summary, journal = self.summary, self.journal
         record_id = str(record["id"])
         state = journal.states.get(record_id)
@@ -197,10 +226,10 @@ class Replayer:
         if wait > 0:
             await asyncio.sleep(wait)
         self._next_at = time.monotonic() + 1.0 / self.options.rate
-        url = URL(self.base + str(record.get("path", "/api/events")), encoded=True)
+        path = str(record.get("path", "/api/events"))
         await self._mark(record_id, j.IN_FLIGHT, target=self.target)
         try:
-            answer = await send_event(session, url, conv.body, _headers(record), self._timeouts)
+            answer = await send_event(upstream, path, conv.body, _headers(record))
         except UpstreamError as err:
             if err.problem is problems.UPSTREAM_UNAVAILABLE:
                 await self._mark(record_id, j.NOT_SENT, code=err.problem.code)

@@ -1,4 +1,4 @@
-"""Calls to the upstream: one buffered exchange per event, and the failure classification.
+"""What an upstream exchange ends with: the answer, or an error.
 
 Every failure is classified by whether the upstream could have seen the request. Only a
 request that provably never left the proxy (the connection could not be opened, or a pooled
@@ -10,13 +10,9 @@ been written is never sent twice.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
-from aiohttp import hdrs
-from yarl import URL
 
 from proxy.server.problems import (
     BAD_UPSTREAM_RESPONSE,
@@ -26,9 +22,6 @@ from proxy.server.problems import (
     UPSTREAM_UNAVAILABLE,
     ProxyProblem,
 )
-
-# Upstream answers to events are a few hundred bytes; anything near this is not an answer.
-MAX_ANSWER_BYTES = 8 * 1024 * 1024
 
 _CLOSING_TRANSPORT = "Cannot write to closing transport"
 
@@ -106,54 +99,3 @@ def classify(exc: BaseException, timeouts: aiohttp.ClientTimeout) -> UpstreamErr
             "the event may or may not have been stored",
         )
     raise exc
-
-
-async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
-    length = response.content_length
-    if length is not None:
-        if length > MAX_ANSWER_BYTES:
-            raise UpstreamError(BAD_UPSTREAM_RESPONSE, "the upstream's answer is too large")
-        return await response.read()  # the parser stops at the declared length
-    chunks = bytearray()
-    async for chunk in response.content.iter_any():
-        chunks += chunk
-        if len(chunks) > MAX_ANSWER_BYTES:
-            raise UpstreamError(BAD_UPSTREAM_RESPONSE, "the upstream's answer is too large")
-    return bytes(chunks)
-
-
-async def post_event(
-    session: aiohttp.ClientSession,
-    url: URL,
-    body: bytes,
-    headers: Mapping[str, str],
-    timeouts: aiohttp.ClientTimeout,
-) -> Answer:
-    """POST one rewritten body; retries once only when the first attempt never left."""
-    started = time.perf_counter()
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            async with session.post(
-                url,
-                data=body,
-                headers=headers,
-                timeout=timeouts,
-                allow_redirects=False,
-            ) as response:
-                answer_body = await _read_bounded(response)
-                return Answer(
-                    status=response.status,
-                    body=answer_body,
-                    content_type=response.headers.get(hdrs.CONTENT_TYPE),
-                    content_encoding=response.headers.get(hdrs.CONTENT_ENCODING),
-                    retry_after=response.headers.get(hdrs.RETRY_AFTER),
-                    seconds=time.perf_counter() - started,
-                )
-        except UpstreamError:
-            raise
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
-            if attempt == 1 and never_sent(exc):
-                continue
-            raise classify(exc, timeouts) from exc
