@@ -9,6 +9,8 @@ On 127.0.0.1 only it starts:
 - nginx answering `POST /api/events` with a fixed `{"status":"ok","event_id":...}` and
   `GET /api/health` with release 2.19.1 (so `serve` forwards the canonical target);
 - `bench/naive_proxy.py`: aiohttp server + one shared `ClientSession`, default settings;
+- `bench/pooled_proxy.py`: the same aiohttp server and upstream pool as `serve`, no work
+  (the ceiling of `serve`'s design);
 - `envelope-proxy serve`, tracing off (every other feature on: detection, conversion,
   metrics, ledger);
 - `envelope-proxy serve` with tracing on, `always_on`, exporting every span over OTLP/HTTP
@@ -43,7 +45,7 @@ from bench._procs import LOOPBACK, Child, children, free_port, python_module
 SAMPLE = "executor_event__command_completed_full.json"
 ANSWER = '{"status":"ok","event_id":"371818175291621376"}'
 HEALTH = '{"status":"ok","version":"2.19.1"}'
-CONFIGS = ("naive", "serve", "serve+trace")
+CONFIGS = ("naive", "pooled", "serve", "serve+trace")
 
 _NGINX_CONF = """
 worker_processes 1;
@@ -185,6 +187,14 @@ class Bench:
         )
         naive.wait_for_port(port)
         self.ports["naive"], self.procs["naive"] = port, naive
+        port = free_port()
+        pooled = self._start(
+            "pooled",
+            python_module("bench.pooled_proxy", f"--port={port}", f"--upstream={upstream}"),
+            self.proxy_cpus,
+        )
+        pooled.wait_for_port(port)
+        self.ports["pooled"], self.procs["pooled"] = port, pooled
         self._serve("serve", upstream)
         self._serve(
             "serve+trace",
@@ -311,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         traced_requests = 0
         spans_before = bench.spans_received()
         for number in range(args.rounds):
-            order = CONFIGS[number % 3 :] + CONFIGS[: number % 3]
+            order = CONFIGS[number % len(CONFIGS) :] + CONFIGS[: number % len(CONFIGS)]
             result: dict[str, dict[int, Run]] = {}
             for config in order:
                 warm = bench.wrk(config, 64, args.warmup, lua)

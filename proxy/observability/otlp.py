@@ -32,6 +32,9 @@ _SMALL = [bytes((n,)) for n in range(128)]
 _FIXED64 = struct.Struct("<Q").pack
 _DOUBLE = struct.Struct("<d").pack
 _U64 = (1 << 64) - 1
+# Attribute values whose encoded field is cached (`type(v)`: True must not hit 1's entry).
+_SCALARS = frozenset({str, int, bool})  # not float: 0.0 == -0.0
+_MAX_CACHED_FIELDS = 8192
 
 # SpanFlags: the parent's is-remote bit is known (0x100), and it is remote (0x200).
 _FLAGS_KNOWN = b"\x85\x01" + struct.pack("<I", 0x100)
@@ -96,6 +99,7 @@ class SpanWriter:
 
     def __init__(self) -> None:
         self._keys: dict[str, bytes] = {}
+        self._fields: dict[tuple[bytes, str, type, Any], bytes] = {}
         self._resources: dict[int, tuple[Resource, bytes]] = {}
         self._scopes: dict[int, tuple[InstrumentationScope | None, bytes]] = {}
 
@@ -150,21 +154,39 @@ class SpanWriter:
         """Repeated `KeyValue` fields under `tag`."""
         if not attributes:
             return b""
-        keys = self._keys
+        fields = self._fields
         parts = []
         for key, value in attributes.items():
-            key_field = keys.get(key)
-            if key_field is None:
-                key_field = _delimited(b"\x0a", key.encode("utf-8"))
-                if len(keys) < 4096:  # attribute keys are a fixed few; bound the cache anyway
-                    keys[key] = key_field
+            kind = type(value)
+            # Most attributes repeat from span to span (method, route, shape, client...):
+            # their whole field is written once. Ids do not; they come and go with clears.
+            cached = kind in _SCALARS
+            if cached:
+                field = fields.get((tag, key, kind, value))
+                if field is not None:
+                    parts.append(field)
+                    continue
             try:
-                pair = key_field + _delimited(b"\x12", _any_value(value))
+                pair = self._key(key) + _delimited(b"\x12", _any_value(value))
             except TypeError as exc:
                 log.error("cannot encode span attribute %s: %s", key, exc)
                 continue
-            parts.append(tag + _varint(len(pair)) + pair)
+            field = tag + _varint(len(pair)) + pair
+            parts.append(field)
+            if cached:
+                if len(fields) >= _MAX_CACHED_FIELDS:
+                    fields.clear()
+                fields[(tag, key, kind, value)] = field
         return b"".join(parts)
+
+    def _key(self, key: str) -> bytes:
+        keys = self._keys
+        key_field = keys.get(key)
+        if key_field is None:
+            key_field = _delimited(b"\x0a", key.encode("utf-8"))
+            if len(keys) < 4096:  # attribute keys are a fixed few; bound the cache anyway
+                keys[key] = key_field
+        return key_field
 
     # -- spans ---------------------------------------------------------------------------
 

@@ -126,6 +126,41 @@ def _fixed_route(request: web.Request) -> str | None:
     return canonical if canonical and "{" not in canonical else None
 
 
+class RequestAttributes:
+    """The HTTP attributes of a request's span, computed once per distinct request line.
+
+    They depend only on the method, scheme, Host, request target, User-Agent, HTTP version
+    and route, which repeat request after request on a keep-alive connection; computing
+    them costs more than the rest of the span. At most `size` distinct ones are kept (the
+    key holds client-chosen values); past that they are computed each time.
+    """
+
+    def __init__(self, mode: _StabilityMode, size: int = 512) -> None:
+        self.mode = mode
+        self.size = size
+        self._known: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def get(self, request: web.Request, route: str | None) -> dict[str, Any]:
+        headers = request.headers
+        key = (
+            request.method,
+            request.scheme,
+            headers.get("Host"),
+            request.raw_path,
+            headers.get("User-Agent"),
+            request.version,
+            route,
+        )
+        known = self._known.get(key)
+        if known is None:
+            known = safe_attributes(collect_request_attributes(request, self.mode))
+            if route is None:
+                known.pop("http.route", None)
+            if len(self._known) < self.size:
+                self._known[key] = known
+        return known
+
+
 def server_middleware(provider: trace.TracerProvider) -> Middleware:
     """One SERVER span per request, continuing the caller's trace context, whose context
     the upstream request carries."""
@@ -134,6 +169,7 @@ def server_middleware(provider: trace.TracerProvider) -> Middleware:
     propagator = get_global_textmap()
     replaces = frozenset(name.lower().encode() for name in propagator.fields)
     mode = semconv_mode()
+    request_attributes = RequestAttributes(mode)
 
     @web.middleware
     async def trace_request(request: web.Request, handler: _Handler) -> web.StreamResponse:
@@ -161,10 +197,7 @@ def server_middleware(provider: trace.TracerProvider) -> Middleware:
         try:
             if not span.is_recording():  # not sampled: no attribute work at all
                 return await handler(request)
-            attributes = safe_attributes(collect_request_attributes(request, mode))
-            if route is None:
-                attributes.pop("http.route", None)
-            span.set_attributes(attributes)
+            span.set_attributes(request_attributes.get(request, route))
             try:
                 response = await handler(request)
             except web.HTTPException as exc:
@@ -213,33 +246,34 @@ def annotate_current_span(record: EventRecord, client: str) -> None:
     span = trace.get_current_span()
     if not span.is_recording():
         return
+    attributes: dict[str, Any] = {}
     stored = record.stored_event_ids[0] if record.stored_event_ids else None
     event_id = stored or record.request_event_id
     if event_id is not None:
-        span.set_attribute("noetl.event_id", str(event_id))
+        attributes["noetl.event_id"] = str(event_id)
     if (
         stored is not None
         and record.request_event_id is not None
         and record.request_event_id != stored
     ):
-        span.set_attribute("noetl.request_event_id", str(record.request_event_id))
+        attributes["noetl.request_event_id"] = str(record.request_event_id)
     if record.execution_id is not None:
-        span.set_attribute("noetl.execution_id", str(record.execution_id))
-    span.set_attribute("noetl.envelope.shape", record.shape or "unknown")
-    span.set_attribute("noetl.envelope.target", record.target)
-    span.set_attribute("noetl.client", client)
-    span.set_attribute("noetl.outcome", record.outcome)
+        attributes["noetl.execution_id"] = str(record.execution_id)
+    attributes["noetl.envelope.shape"] = record.shape or "unknown"
+    attributes["noetl.envelope.target"] = record.target
+    attributes["noetl.client"] = client
+    attributes["noetl.outcome"] = record.outcome
     if record.upstream_version is not None:
-        span.set_attribute("noetl.upstream.version", record.upstream_version)
+        attributes["noetl.upstream.version"] = record.upstream_version
     if record.batch_size is not None:
-        span.set_attribute("noetl.batch.size", record.batch_size)
+        attributes["noetl.batch.size"] = record.batch_size
         if record.stored_event_ids:
-            span.set_attribute("noetl.batch.event_ids", [str(i) for i in record.stored_event_ids])
+            attributes["noetl.batch.event_ids"] = [str(i) for i in record.stored_event_ids]
     if record.outcome != "forwarded":
-        code = record.error_code or _fallback_code(record)
-        span.set_attribute("noetl.error.code", code)
+        attributes["noetl.error.code"] = record.error_code or _fallback_code(record)
         if record.upstream_status is not None:
-            span.set_attribute("noetl.upstream.status_code", record.upstream_status)
+            attributes["noetl.upstream.status_code"] = record.upstream_status
+    span.set_attributes(attributes)  # one call: the SDK locks once per call
 
 
 def _fallback_code(record: EventRecord) -> str:
