@@ -35,7 +35,7 @@ TRACE_HEADERS = web.RequestKey("envelope_proxy_trace_headers", TraceHeaders)
 PROBLEM_CODE = web.ResponseKey("envelope_proxy_problem_code", str)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClientHints:
     """Raw material for a client identity; the extension chooses the identity from it."""
 
@@ -44,9 +44,12 @@ class ClientHints:
     peer: str | None  # remote address
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each of these fields through object.__setattr__,
+# which made building one record per event cost more than the metrics it feeds.
+@dataclass(slots=True)
 class EventRecord:
-    """One request to `POST /api/events` or `POST /api/events/batch`, after it was answered."""
+    """One request to `POST /api/events` or `POST /api/events/batch`, after it was answered.
+    Treat it as read-only: every extension sees the same record."""
 
     path: str
     hints: ClientHints
