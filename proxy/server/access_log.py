@@ -90,7 +90,10 @@ class AccessNotes:
 
 
 def _route(request: web.BaseRequest) -> str | None:
-    match_info = getattr(request, "match_info", None)
+    try:
+        match_info = getattr(request, "match_info", None)
+    except AssertionError:  # a web.Request the server answered before routing asserts here
+        return None
     route = getattr(match_info, "route", None)
     resource = getattr(route, "resource", None)
     if resource is None:

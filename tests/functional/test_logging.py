@@ -264,3 +264,29 @@ def test_a_child_logger_level_stands_on_its_own() -> None:
         "INFO proxy.server.access_log: access shown",
         "WARNING proxy.server.runner: runner shown",
     ]
+
+
+async def test_a_malformed_request_gets_an_access_line_and_no_error(
+    aiohttp_server: ServerFactory,
+) -> None:
+    """A request refused before routing is access-logged like any other, not as a crash."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    serve = await serve_logging(
+        upstream, ENVELOPE_PROXY_LOG__FORMAT="json", ENVELOPE_PROXY_LOG__ACCESS="true"
+    )
+    try:
+        host, port = serve.proxy.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /api/health HTTP/1.1\r\nHost: p\r\nX-A: 1\r\n  folded\r\n\r\n")
+        async with asyncio.timeout(5):
+            assert (await reader.readline()).endswith(b" 400 Bad Request\r\n")
+        writer.close()
+        serve.signal(signal.SIGTERM)
+        assert await serve.wait() == 0
+    finally:
+        await serve.stop()
+    records = [orjson.loads(line) for line in serve.lines if line.strip()]
+    assert [r for r in records if r["level"] == "ERROR"] == []
+    [access] = [r for r in records if r["logger"] == "proxy.server.access_log"]
+    assert access["status"] == 400
+    assert "route" not in access
