@@ -308,10 +308,25 @@ def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
+LogLevel = Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)]
+_LOGGER_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+def _logger_name(value: str) -> str:
+    if not _LOGGER_NAME.match(value):
+        raise ValueError(f"must be a logger name such as proxy.server.reload (got {value!r})")
+    return value
+
+
+LoggerName = Annotated[str, AfterValidator(_logger_name)]
+
+
 class LogSettings(_Section):
     format: Literal["text", "json"] = "text"
-    level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
-    access: bool = False  # one line per request on the proxy port (logger envelope_proxy.access)
+    level: LogLevel = "info"
+    access: bool = False  # one line per request on the proxy port (logger proxy.server.access_log)
+    # Per-logger levels over `level`, by logger name: {"proxy": "debug"} is the whole proxy.
+    levels: dict[LoggerName, LogLevel] = {}
 
 
 class QuarantineSettings(_Section):

@@ -36,7 +36,7 @@ from proxy.emulator.python_models import BatchEventRequest, EventRequest
 from proxy.emulator.state import IngestState, Reply, json_body
 from proxy.emulator.store import MemoryStore, RequestRecord, SqliteStore, Store, now_iso
 
-log = logging.getLogger("envelope_proxy.emulator")
+log = logging.getLogger(__name__)
 
 # Room for bodies far over the Rust 2 MiB limit, so that limit answers, not aiohttp's.
 CLIENT_MAX_SIZE = 64 * 1024 * 1024

@@ -1,4 +1,5 @@
-"""The access log (`log.access: true`): one line per request on the proxy port.
+"""The access log (`log.access: true`): one line per request on the proxy port, logged to
+`proxy.server.access_log`.
 
 `AccessLogger` is the aiohttp access logger class the runner is given (`server_kwargs`); it
 runs after the response was sent and reads what the request already left: method, route,
@@ -28,7 +29,7 @@ from opentelemetry import trace
 from proxy.server.events import SHAPE_HEADER, TARGET_HEADER
 from proxy.server.hooks import EventRecord
 
-ACCESS_LOGGER = "envelope_proxy.access"
+ACCESS_LOGGER = __name__  # proxy.server.access_log: its level can be set on its own
 PASSTHROUGH_ROUTE = "(pass-through)"
 _IN_MESSAGE = ("method", "route", "status", "duration_ms")  # text lines need them once
 
@@ -89,7 +90,10 @@ class AccessNotes:
 
 
 def _route(request: web.BaseRequest) -> str | None:
-    match_info = getattr(request, "match_info", None)
+    try:
+        match_info = getattr(request, "match_info", None)
+    except AssertionError:  # a web.Request the server answered before routing asserts here
+        return None
     route = getattr(match_info, "route", None)
     resource = getattr(route, "resource", None)
     if resource is None:
@@ -99,7 +103,7 @@ def _route(request: web.BaseRequest) -> str | None:
 
 
 class AccessLogger(AbstractAccessLogger):
-    """Writes one INFO record per request to `envelope_proxy.access`, fields in `fields`."""
+    """Writes one INFO record per request to `proxy.server.access_log`, fields in `fields`."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         route = _route(request)
@@ -135,4 +139,4 @@ def access_log_kwargs(enabled: bool) -> dict[str, Any]:
     """The runner's access-log arguments: this logger class, or no access log at all."""
     if not enabled:
         return {"access_log": None}
-    return {"access_log": logging.getLogger(ACCESS_LOGGER), "access_log_class": AccessLogger}
+    return {"access_log": logging.getLogger(__name__), "access_log_class": AccessLogger}

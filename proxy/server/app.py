@@ -34,7 +34,7 @@ from proxy.server.state import ProxyState
 from proxy.server.upstream import UpstreamPools, UpstreamStats
 from proxy.server.version import VersionProbe
 
-log = logging.getLogger("envelope_proxy.server")
+log = logging.getLogger(__name__)
 
 RELOADER = web.AppKey("envelope_proxy_reloader", ConfigReloader)
 PROBE = web.AppKey("envelope_proxy_probe", VersionProbe)

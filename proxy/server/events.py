@@ -38,7 +38,7 @@ from proxy.server.keys import PEERS, POOLS, STATE
 from proxy.server.state import ProxyState, Snapshot
 from proxy.server.upstream import PoolBusy, request_bytes
 
-log = logging.getLogger("envelope_proxy.server")
+log = logging.getLogger(__name__)
 
 SHAPE_HEADER = "X-Envelope-Shape"
 TARGET_HEADER = "X-Envelope-Target"

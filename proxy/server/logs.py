@@ -1,7 +1,10 @@
-"""Process logging for `serve`: text or JSON lines on stderr, one level, trace ids on records.
+"""Process logging for `serve`: text or JSON lines on stderr, levels, trace ids on records.
 
 `configure_logging(settings.log)` installs one stderr handler on the root logger (unless the
-embedding program configured logging already). Every record passes `TraceContextFilter`,
+embedding program configured logging already), sets `log.level` there and each level of
+`log.levels` on its logger. Every module logs to its `__name__`, so the proxy's loggers form
+one tree under `proxy` (the access log is `proxy.server.access_log`): a level set for `proxy`
+reaches all of them and none of aiohttp's. Every record passes `TraceContextFilter`,
 which adds the current OpenTelemetry span's `trace_id` and `span_id` when one is recording,
 so a log line can be joined to its trace. JSON lines come from python-json-logger's orjson
 formatter: `time`, `level`, `logger`, `message`, then any `extra` fields (the access log's).
@@ -102,3 +105,5 @@ def configure_logging(settings: LogSettings | None = None) -> None:
         return
     root.addHandler(handler_for(settings))
     root.setLevel(settings.level.upper())
+    for name, level in settings.levels.items():
+        logging.getLogger(name).setLevel(level.upper())

@@ -31,7 +31,7 @@ from proxy.server.hooks import TRACE_HEADERS
 from proxy.server.keys import PEERS, STATE, STREAM_SESSION, STREAMS
 from proxy.server.logsafe import printable
 
-log = logging.getLogger("envelope_proxy.server")
+log = logging.getLogger(__name__)
 
 
 class _ClientBody:

@@ -24,7 +24,7 @@ from proxy.envelope import Engine, Rules, RulesError
 from proxy.server.logsafe import printable
 from proxy.server.state import ProxyState, ReloadStatus, build_engine
 
-log = logging.getLogger("envelope_proxy.server")
+log = logging.getLogger(__name__)
 
 # Short enough for an operator to see the change at once, long enough to coalesce the
 # several events of one editor save or one ConfigMap swap.

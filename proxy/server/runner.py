@@ -36,7 +36,7 @@ from proxy.server.keys import STATE
 from proxy.server.logsafe import ServerLog
 from proxy.server.state import build_engine
 
-log = logging.getLogger("envelope_proxy.server")
+log = logging.getLogger(__name__)
 
 NO_UVLOOP_ENV = "ENVELOPE_PROXY_NO_UVLOOP"
 SECOND_SIGNAL_AFTER = 0.5  # seconds: a stop signal closer to the first one is the same stop

@@ -22,7 +22,7 @@ from proxy.envelope import Engine, Rules, load_rules
 from proxy.envelope.ids import SnowflakeMinter
 from proxy.server.hooks import Extension
 
-log = logging.getLogger("envelope_proxy.server")
+log = logging.getLogger(__name__)
 
 PINNED_TARGETS = {"v1": "event_request", "v2": "executor_event"}
 

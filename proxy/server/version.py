@@ -21,7 +21,7 @@ from proxy.server.forward import UpstreamError
 from proxy.server.state import ProxyState
 from proxy.server.upstream import PoolBusy, UpstreamPool, request_bytes
 
-log = logging.getLogger("envelope_proxy.server")
+log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/api/health"
 # A health answer is small; a probe must never hold the loop on a huge one.

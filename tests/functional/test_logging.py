@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -52,7 +54,7 @@ async def test_json_format_and_access_log_one_line_per_request(
         await serve.stop()
     records = [orjson.loads(line) for line in serve.lines if line.strip()]
     assert {"time", "level", "logger", "message"} <= set(records[0])
-    access = [r for r in records if r["logger"] == "envelope_proxy.access"]
+    access = [r for r in records if r["logger"] == "proxy.server.access_log"]
     assert len(access) == 3, access
     event, bad, passthrough = access
     assert event["method"] == "POST"
@@ -84,9 +86,9 @@ async def test_text_format_without_access_log_is_the_default(
         assert await serve.wait() == 0
     finally:
         await serve.stop()
-    assert " INFO envelope_proxy.server: envelope-proxy listening on " in serve.output
+    assert " INFO proxy.server.runner: envelope-proxy listening on " in serve.output
     assert not serve.output.startswith("{")
-    assert "envelope_proxy.access" not in serve.output
+    assert "proxy.server.access_log" not in serve.output
 
 
 def run_logging(code: str, **env: str) -> list[str]:
@@ -107,7 +109,7 @@ SETUP = (
     "from proxy.config import load_settings\n"
     "from proxy.server.logs import configure_logging\n"
     "configure_logging(load_settings(None).log)\n"
-    "log = logging.getLogger('envelope_proxy.test')\n"
+    "log = logging.getLogger('proxy.test')\n"
 )
 
 
@@ -117,7 +119,7 @@ def test_level_hides_records_below_it() -> None:
         SETUP + "log.info('hidden')\nlog.warning('shown')\n", ENVELOPE_PROXY_LOG__LEVEL="WARNING"
     )
     assert len(lines) == 1
-    assert lines[0].endswith("WARNING envelope_proxy.test: shown")
+    assert lines[0].endswith("WARNING proxy.test: shown")
 
 
 def test_records_inside_a_span_carry_its_trace_and_span_ids() -> None:
@@ -169,8 +171,8 @@ async def test_text_access_line_says_each_field_once(
         assert await serve.wait() == 0
     finally:
         await serve.stop()
-    [line] = [line for line in serve.lines if " envelope_proxy.access: " in line]
-    message = line.split(" envelope_proxy.access: ", 1)[1]
+    [line] = [line for line in serve.lines if " proxy.server.access_log: " in line]
+    message = line.split(" proxy.server.access_log: ", 1)[1]
     assert message.startswith("POST /api/events 200 ")
     assert " shape=worker_event target=executor_event " in message
     assert "method=" not in message
@@ -201,6 +203,90 @@ async def test_access_line_names_the_server_span_when_tracing_is_on(
         spans = await receiver.wait_for(lambda s: any(x.kind == "SERVER" for x in s))
     [server] = [span for span in spans if span.kind == "SERVER"]
     records = [orjson.loads(line) for line in serve.lines if line.strip()]
-    [access] = [r for r in records if r["logger"] == "envelope_proxy.access"]
+    [access] = [r for r in records if r["logger"] == "proxy.server.access_log"]
     assert (access["trace_id"], access["span_id"]) == (server.trace_id, server.span_id)
     assert access["event_id"] == server.attributes["noetl.event_id"]
+
+
+async def test_a_level_set_for_proxy_reaches_every_subpackage_and_no_library(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """`log.levels: {proxy: info}` over `log.level: error` lets INFO and WARNING through from
+    `proxy.server.*` and `proxy.observability.*`, not from aiohttp; a child keeps its own."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    unreadable = tmp_path / "ledger"
+    unreadable.mkdir()  # a directory where the ledger file should be: warned, started empty
+    levels = {"proxy": "info", "proxy.server.access_log": "warning"}
+    serve = await serve_logging(
+        upstream,
+        ENVELOPE_PROXY_LOG__FORMAT="json",
+        ENVELOPE_PROXY_LOG__LEVEL="error",
+        ENVELOPE_PROXY_LOG__LEVELS=orjson.dumps(levels).decode(),
+        ENVELOPE_PROXY_LOG__ACCESS="true",
+        ENVELOPE_PROXY_CLIENTS__STATE_FILE=str(unreadable),
+    )
+    try:
+        async with session.post(serve.proxy + "/api/events", data=WORKER_EVENT, headers=JSON):
+            pass
+        # A malformed request: aiohttp.server logs it at INFO, below the root's level.
+        host, port = serve.proxy.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /api/health HTTP/1.1\r\nHost: p\r\nX-A: 1\r\n  folded\r\n\r\n")
+        async with asyncio.timeout(5):
+            assert (await reader.readline()).endswith(b" 400 Bad Request\r\n")
+        writer.close()
+        serve.signal(signal.SIGTERM)
+        assert await serve.wait() == 0
+    finally:
+        await serve.stop()
+    records = [orjson.loads(line) for line in serve.lines if line.strip()]
+    seen = {(r["logger"], r["level"]) for r in records}
+    assert ("proxy.server.runner", "INFO") in seen, records
+    assert ("proxy.server.state", "INFO") in seen, records
+    assert ("proxy.observability.store", "WARNING") in seen, records
+    assert [r for r in records if not r["logger"].startswith("proxy.")] == []
+    assert not [r for r in records if r["logger"] == "proxy.server.access_log"]
+
+
+def test_a_child_logger_level_stands_on_its_own() -> None:
+    """`log.levels` can open one logger (the access log) while the rest stays at `log.level`."""
+    code = SETUP + (
+        "logging.getLogger('proxy.server.access_log').info('access shown')\n"
+        "logging.getLogger('proxy.server.runner').info('runner hidden')\n"
+        "logging.getLogger('proxy.server.runner').warning('runner shown')\n"
+    )
+    lines = run_logging(
+        code,
+        ENVELOPE_PROXY_LOG__LEVEL="warning",
+        ENVELOPE_PROXY_LOG__LEVELS='{"proxy.server.access_log": "INFO"}',
+    )
+    assert [line.split(" ", 2)[2] for line in lines] == [
+        "INFO proxy.server.access_log: access shown",
+        "WARNING proxy.server.runner: runner shown",
+    ]
+
+
+async def test_a_malformed_request_gets_an_access_line_and_no_error(
+    aiohttp_server: ServerFactory,
+) -> None:
+    """A request refused before routing is access-logged like any other, not as a crash."""
+    upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
+    serve = await serve_logging(
+        upstream, ENVELOPE_PROXY_LOG__FORMAT="json", ENVELOPE_PROXY_LOG__ACCESS="true"
+    )
+    try:
+        host, port = serve.proxy.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /api/health HTTP/1.1\r\nHost: p\r\nX-A: 1\r\n  folded\r\n\r\n")
+        async with asyncio.timeout(5):
+            assert (await reader.readline()).endswith(b" 400 Bad Request\r\n")
+        writer.close()
+        serve.signal(signal.SIGTERM)
+        assert await serve.wait() == 0
+    finally:
+        await serve.stop()
+    records = [orjson.loads(line) for line in serve.lines if line.strip()]
+    assert [r for r in records if r["level"] == "ERROR"] == []
+    [access] = [r for r in records if r["logger"] == "proxy.server.access_log"]
+    assert access["status"] == 400
+    assert "route" not in access

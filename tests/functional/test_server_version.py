@@ -157,7 +157,7 @@ async def test_probe_warning_never_prints_url_credentials(
     valid = settings_for(closed_port_url())
     # Past validation on purpose: the log line must not depend on the settings' refusal.
     settings = valid.model_copy(update={"upstream": valid.upstream.model_copy(update={"url": url})})
-    with caplog.at_level(logging.WARNING, logger="envelope_proxy.server"):
+    with caplog.at_level(logging.WARNING, logger="proxy.server.version"):
         await start_proxy(aiohttp_server, settings)
     assert "upstream health probe http://***@127.0.0.1:" in caplog.text
     assert "hunter2" not in caplog.text

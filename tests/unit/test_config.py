@@ -463,3 +463,35 @@ def test_mode_and_quarantine_come_from_the_environment_and_are_checked() -> None
     assert restart_needed(settings, changed) == ["quarantine"]
     assert keep_start_only(settings, changed).mode == "enforce"
     assert keep_start_only(settings, changed).quarantine == settings.quarantine
+
+
+def test_log_levels_name_loggers_in_file_and_env(tmp_path: Path) -> None:
+    """`log.levels` maps logger names to levels (any case); env gives it as JSON."""
+    assert load_settings(None, environ={}).log.levels == {}
+    config = write(
+        tmp_path, "log:\n  levels:\n    proxy: DEBUG\n    proxy.server.access_log: warning\n"
+    )
+    assert load_settings(config, environ={}).log.levels == {
+        "proxy": "debug",
+        "proxy.server.access_log": "warning",
+    }
+    env = {"ENVELOPE_PROXY_LOG__LEVELS": '{"proxy.server.reload": "debug"}'}
+    assert load_settings(config, environ=env).log.levels == {
+        "proxy": "debug",
+        "proxy.server.access_log": "warning",
+        "proxy.server.reload": "debug",
+    }
+
+
+@pytest.mark.parametrize(
+    ("levels", "expected"),
+    [
+        ('{"proxy": "loud"}', "log.levels.proxy: Input should be 'debug', 'info', 'warning'"),
+        ('{"proxy..server": "info"}', "must be a logger name such as proxy.server.reload"),
+        ('{"": "info"}', "must be a logger name"),
+        ('{"proxy": "info", "proxy server": "info"}', "(got 'proxy server')"),
+    ],
+)
+def test_log_levels_refuse_unknown_levels_and_malformed_names(levels: str, expected: str) -> None:
+    problems = problems_of(None, environ={"ENVELOPE_PROXY_LOG__LEVELS": levels})
+    assert expected in problems
