@@ -27,9 +27,15 @@ COPY proxy/ proxy/
 COPY rules/ rules/
 # Every dependency version comes from requirements.lock (-c); only the runtime
 # dependencies of the project (uvloop and httptools among them) are installed.
+# The NoETL ingest emulator (proxy/emulator, behind `envelope-proxy upstream` and `demo`)
+# is a demo and test tool, so the image leaves it out, RECORD entries included; those two
+# commands then say it is not installed. The import check fails the build if it survived.
 RUN python -m venv "${VENV}" \
     && "${VENV}/bin/pip" install --no-cache-dir -c requirements.lock . \
     && "${VENV}/bin/pip" uninstall --yes pip setuptools \
+    && rm -r "${VENV}"/lib/python3*/site-packages/proxy/emulator \
+    && sed -i '/^proxy\/emulator\//d' "${VENV}"/lib/python3*/site-packages/envelope_proxy-*.dist-info/RECORD \
+    && ! "${VENV}/bin/python" -I -c 'import proxy.emulator' 2> /dev/null \
     && "${VENV}/bin/envelope-proxy" --help > /dev/null
 
 # ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 _COMMAND_MODULES = (
     "proxy.engine_commands",  # detect, convert, check
     "proxy.server.commands",  # serve
-    "proxy.emulator.commands",  # upstream
+    "proxy.emulator_commands",  # upstream (the emulator)
     "proxy.demo",  # demo
     "proxy.ledger_commands",  # clients
     "proxy.quarantine.commands",  # quarantine

@@ -5,6 +5,7 @@ sends one body of every envelope shape, and prints what happened to each. Then i
 the emulated upstream to a current release (3.83.1) at runtime, waits until the proxy's
 version probe notices, and sends the same bodies again: this time they go out canonical.
 Exit status 0 when every body was accepted both times. `--keep-running` leaves both up.
+The emulator is imported only when the demo runs (the production image leaves it out).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any, TextIO
 
 import aiohttp
 from aiohttp import web
+
+from proxy.emulator_commands import emulator_installed, report_not_installed
 
 LEGACY_PROFILE = "rust-2.9.0"
 CURRENT_PROFILE = "rust-2.19.1"
@@ -220,6 +223,8 @@ async def _keep_running(proxy_url: str, admin_url: str, upstream_url: str, out: 
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if not emulator_installed():
+        return report_not_installed("demo")
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(
             run_demo(keep_running=args.keep_running, listen=args.listen, out=sys.stdout)

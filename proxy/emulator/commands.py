@@ -1,4 +1,8 @@
-"""`envelope-proxy upstream`: run the NoETL ingest emulator until SIGINT or SIGTERM."""
+"""What `envelope-proxy upstream` runs: the NoETL ingest emulator until SIGINT or SIGTERM.
+
+`proxy.emulator_commands` owns the command line (it parses without the emulator) and
+calls `run_upstream` once the emulator is known to be installed.
+"""
 
 from __future__ import annotations
 
@@ -9,56 +13,10 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 
 from proxy.emulator.app import EMULATOR_KEY, create_emulator_app
-from proxy.emulator.profiles import PROFILES
-
-DEFAULT_LISTEN = "127.0.0.1:8082"
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """`HOST:PORT` (IPv6 hosts in brackets); port 0 picks a free port."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "upstream",
-        help="run the NoETL ingest emulator (a control plane on loopback)",
-        description="Emulate the ingest API of one NoETL control plane release.",
-    )
-    parser.add_argument(
-        "--emulate",
-        required=True,
-        choices=list(PROFILES),
-        help="which server release to emulate",
-    )
-    parser.add_argument(
-        "--version",
-        dest="report_version",
-        metavar="X.Y.Z",
-        help="version reported by /api/health (default: the profile's own)",
-    )
-    parser.add_argument(
-        "--listen",
-        type=parse_listen,
-        default=parse_listen(DEFAULT_LISTEN),
-        metavar="HOST:PORT",
-        help=f"address to listen on (default {DEFAULT_LISTEN}; port 0 picks a free one)",
-    )
-    parser.add_argument("--db", metavar="FILE", help="SQLite file for the event store")
-    parser.add_argument(
-        "--fast",
-        action="store_true",
-        help="benchmark mode: in-memory store, no per-request logging",
-    )
-    parser.set_defaults(func=run)
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -112,7 +70,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def run(args: argparse.Namespace) -> int:
+def run_upstream(args: argparse.Namespace) -> int:
     if not args.fast:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with (

@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from proxy.emulator.python_models import BatchEventRequest, EventRequest, decode_python_body
-from proxy.emulator.serde_schema import (
+from proxy.emulator.serde.schema import (
     BOOL,
     ID_LAX,
     ITEMS,
@@ -34,7 +34,7 @@ from proxy.emulator.serde_schema import (
     Rejection,
     Struct,
 )
-from proxy.emulator.serde_structs import deserialize_body
+from proxy.emulator.serde.structs import deserialize_body
 
 Route = Literal["event", "batch"]
 Family = Literal["rust", "python"]

@@ -95,3 +95,54 @@ def test_upstream_command_refuses_unknown_profiles() -> None:
     )
     assert result.returncode == 2
     assert "rust-2.19.1" in result.stderr
+
+
+# The CLI as an image without proxy/emulator runs it: the import is blocked before main().
+_WITHOUT_EMULATOR = (
+    "import sys\n"
+    "sys.modules['proxy.emulator'] = None\n"
+    "from proxy.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def _without_emulator(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _WITHOUT_EMULATOR, *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv", [("upstream", "--emulate", "rust-2.19.1", "--listen", "127.0.0.1:0"), ("demo",)]
+)
+def test_commands_say_when_the_emulator_is_not_installed(argv: tuple[str, ...]) -> None:
+    """Without the emulator, `upstream` and `demo` exit 2 with one clear line, no traceback."""
+    result = _without_emulator(*argv)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == (
+        f"envelope-proxy {argv[0]}: the emulator is not installed in this image; "
+        "install envelope-proxy from PyPI or from source to run it\n"
+    )
+    assert result.stdout == ""
+
+
+def test_other_commands_and_the_parsers_work_without_the_emulator() -> None:
+    """Every other command, and the `upstream`/`demo` help, need no emulator."""
+    help_text = _without_emulator("upstream", "--help")
+    assert help_text.returncode == 0, help_text.stderr
+    assert "{rust-1.0.3,rust-2.9.0,rust-2.19.1,python}" in help_text.stdout
+    assert _without_emulator("demo", "--help").returncode == 0
+    detected = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_EMULATOR, "detect", "-"],
+        input='{"execution_id":"1","name":"call.done","step":"s","payload":{}}',
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert detected.returncode == 0, detected.stderr
+    assert "event_request" in detected.stdout

@@ -16,6 +16,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -215,17 +216,18 @@ def launch(
 
 @pytest.fixture
 def emulator(image: Image, tmp_path: Path) -> Iterator[str]:
-    """The image's NoETL emulator (Rust 2.19.1 profile) on a free loopback port."""
+    """The NoETL emulator (Rust 2.19.1 profile) on a free loopback port, run from this test
+    environment: the image does not carry it (the upstream of a real pod is NoETL)."""
     db = str(tmp_path / "events.db")
     process, port, _ = launch(
         lambda port, _: [
-            *("envelope-proxy", "upstream", "--emulate", "rust-2.19.1"),
+            *(sys.executable, "-m", "proxy", "upstream", "--emulate", "rust-2.19.1"),
             *("--listen", f"127.0.0.1:{port}", "--db", db),
         ],
         lambda port, _: f"http://127.0.0.1:{port}/api/health",
         image,
         tmp_path / "emulator.log",
-        image.env,
+        clean_environ(),
     )
     try:
         yield f"http://127.0.0.1:{port}"
@@ -336,6 +338,32 @@ def test_entrypoint_starts_from_the_venv(image: Image) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "--config" in result.stdout
+
+
+def test_image_leaves_the_emulator_out(image: Image) -> None:
+    """The venv holds no proxy/emulator (neither files nor RECORD entries); `upstream` and
+    `demo` exit 2 with a message naming the way to get it, and no traceback."""
+    site_packages = list(image.venv.glob("lib/python3*/site-packages"))
+    assert len(site_packages) == 1
+    assert (site_packages[0] / "proxy" / "server").is_dir()
+    assert not (site_packages[0] / "proxy" / "emulator").exists()
+    record = next(site_packages[0].glob("envelope_proxy-*.dist-info")) / "RECORD"
+    assert "proxy/server/app.py" in record.read_text(encoding="utf-8")
+    assert "proxy/emulator/" not in record.read_text(encoding="utf-8")
+    for argv in (["upstream", "--emulate", "rust-2.19.1"], ["demo"]):
+        result = subprocess.run(
+            ["envelope-proxy", *argv],
+            cwd=image.workdir,
+            env=image.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "the emulator is not installed in this image" in result.stderr
+        assert "from PyPI or from source" in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_healthcheck_command_passes_against_serve(image: Image, serve: Running) -> None:

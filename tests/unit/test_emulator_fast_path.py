@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.emulator.profiles import PROFILES
-from proxy.emulator.serde_fast import fast_deserialize
-from proxy.emulator.serde_schema import Rejection, Struct
-from proxy.emulator.serde_structs import exact_deserialize
+from proxy.emulator.serde.fast import fast_deserialize
+from proxy.emulator.serde.schema import Rejection, Struct
+from proxy.emulator.serde.structs import exact_deserialize
 from tests.samples import SAMPLES_DIR
 
 STRUCTS: list[tuple[str, Struct]] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.emulator.profiles import PROFILES, Decoded, Refusal, Route, decode_request
-from proxy.emulator.serde_errors import ryu_format
+from proxy.emulator.serde.errors import ryu_format
 from proxy.emulator.timestamps import chrono_rfc3339_problem
 from tests.samples import sample_bytes
 

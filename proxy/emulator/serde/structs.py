@@ -1,7 +1,7 @@
 """The Rust server's request structs, deserialized the way `#[derive(Deserialize)]` does.
 
-Each struct is data (`serde_schema`: fields in declaration order, with serde aliases and
-defaults); `deserialize_body` runs it over `serde_reader.Reader` and returns either the
+Each struct is data (`schema`: fields in declaration order, with serde aliases and
+defaults); `deserialize_body` runs it over `reader.Reader` and returns either the
 field values or the axum rejection (status and text) the server would send. Field kinds
 cover what the NoETL structs use: `String`, `Option<String>`, `bool`, `serde_json::Value`,
 `Option<Vec<i64>>`, `Option<DateTime<Utc>>`, the lax string-or-integer id decoders of
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.emulator.serde_errors import DATA, EOF_VALUE, EXPECTED_VALUE, SerdeError, Unexpected
-from proxy.emulator.serde_fast import fast_deserialize
-from proxy.emulator.serde_reader import I64_MIN, Reader
-from proxy.emulator.serde_schema import (
+from proxy.emulator.serde.errors import DATA, EOF_VALUE, EXPECTED_VALUE, SerdeError, Unexpected
+from proxy.emulator.serde.fast import fast_deserialize
+from proxy.emulator.serde.reader import I64_MIN, Reader
+from proxy.emulator.serde.schema import (
     BOOL,
     ID_LAX,
     ITEMS,
@@ -30,7 +30,7 @@ from proxy.emulator.serde_schema import (
     Rejection,
     Struct,
 )
-from proxy.emulator.serde_skip import ignore_value
+from proxy.emulator.serde.skip import ignore_value
 from proxy.emulator.timestamps import chrono_rfc3339_problem
 
 _ID_LAX_EXPECTING = "a string or signed/unsigned integer representing a snowflake id"
@@ -47,7 +47,7 @@ _DATA_PREFIX = "Failed to deserialize the JSON body into the target type: "
 def deserialize_body(body: bytes, struct: Struct) -> dict[str, Any] | Rejection:
     """Deserialize a whole body into `struct` like `axum::Json<T>`; refusals as axum words them.
 
-    Ordinary bodies take `serde_fast`'s shortcut; everything else the exact reader.
+    Ordinary bodies take `fast`'s shortcut; everything else the exact reader.
     """
     values = fast_deserialize(body, struct)
     return values if values is not None else exact_deserialize(body, struct)

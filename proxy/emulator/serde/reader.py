@@ -6,10 +6,10 @@ message, the field path and a line/column (`execution_id: invalid type: integer 
 expected a string at line 1 column 18`). To answer byte for byte like it, this module reads
 the body the way `serde_json::Deserializer::from_slice` does: one pass, the same error
 codes, the same position rules (`error` = last byte consumed, `peek_error` = next byte),
-and the same 128-level recursion limit (`serde_skip` has the lax path for unknown fields).
+and the same 128-level recursion limit (`skip` has the lax path for unknown fields).
 
 Typed fields (strings, booleans, ids, timestamps, structs) are built on top of this in
-`serde_structs`; this module only knows JSON and serde's error vocabulary.
+`structs`; this module only knows JSON and serde's error vocabulary.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from proxy.emulator.serde_errors import (
+from proxy.emulator.serde.errors import (
     CONTROL_CHARACTER,
     DATA,
     EOF_LIST,

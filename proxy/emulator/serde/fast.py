@@ -1,6 +1,6 @@
 """A C-speed shortcut for the bodies the Rust server accepts without a second look.
 
-The exact reader (`serde_structs`) walks the body byte by byte in Python so that every
+The exact reader (`structs`) walks the body byte by byte in Python so that every
 refusal carries serde's message and position. Most bodies are ordinary, though, and need
 no message. This module accepts a body only when it can prove the exact reader would
 accept it with the same values: orjson (as strict as serde_json on grammar, UTF-8 and
@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from proxy.emulator.serde_schema import (
+from proxy.emulator.serde.schema import (
     BOOL,
     ID_LAX,
     ITEMS,

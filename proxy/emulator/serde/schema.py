@@ -1,5 +1,5 @@
 """The shape of a Rust request struct as data: fields in declaration order, kinds,
-serde aliases and defaults. Both deserializers (`serde_structs`, exact, and `serde_fast`,
+serde aliases and defaults. Both deserializers (`structs`, exact, and `fast`,
 the shortcut for ordinary bodies) read these declarations."""
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from proxy.emulator.serde_errors import (
+from proxy.emulator.serde.errors import (
     CONTROL_CHARACTER,
     EOF_LIST,
     EOF_OBJECT,
@@ -24,7 +24,7 @@ from proxy.emulator.serde_errors import (
     INVALID_NUMBER,
     KEY_MUST_BE_A_STRING,
 )
-from proxy.emulator.serde_reader import SIMPLE_ESCAPES, Reader
+from proxy.emulator.serde.reader import SIMPLE_ESCAPES, Reader
 
 _PLAIN_STRING = re.compile(rb'[^"\\\x00-\x1f]*')
 _DIGITS = re.compile(rb"[0-9]*")
