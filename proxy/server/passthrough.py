@@ -186,7 +186,10 @@ async def _relay(request: web.Request) -> web.StreamResponse:
     try:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         response.headers.extend(client_response_headers(upstream.headers))
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except ConnectionError:
+            return response  # the client went away before the answer's head could go out
         while True:
             try:
                 chunk = await upstream.content.readany()

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from proxy.envelope import Engine, EnvelopeError, load_rules
@@ -160,6 +160,9 @@ async def wire_stack(aiohttp_server: ServerFactory, session: aiohttp.ClientSessi
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(head=request_heads())
+# A client that half-closes right after a pass-through GET is gone by the time the answer's
+# head is written: that is the client leaving, not an error of the proxy.
+@example(head=b"GET / HTTP/1.1\r\nHost: p\r\n\r\n")
 async def test_generated_request_heads_get_a_sane_answer_and_leak_nothing(
     wire_stack: Stack, all_logs: Captured, head: bytes
 ) -> None:
