@@ -80,7 +80,7 @@ class Row:
 
 
 async def send_all(session: aiohttp.ClientSession, proxy_url: str) -> list[Row]:
-    from proxy.server.events import event_ids
+    from proxy.server.exchange import event_ids
 
     rows = []
     for _, path, body in DEMO_BODIES:

@@ -26,7 +26,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler, Middleware
 from opentelemetry import trace
 
-from proxy.server.events import SHAPE_HEADER, TARGET_HEADER
+from proxy.server.exchange import SHAPE_HEADER, TARGET_HEADER
 from proxy.server.hooks import EventRecord
 
 ACCESS_LOGGER = __name__  # proxy.server.access_log: its level can be set on its own

@@ -1,0 +1,243 @@
+"""One event request from admission to answer: its refusals, its upstream exchange, its record.
+
+An `Exchange` is made when an event request arrives and gathers what it learns (shape,
+conversion, the engine's refusal, the body when a check needs it). Every way it ends goes
+through one of three doors, each of which records the outcome once for the extensions:
+`refuse` (the proxy answers itself: problem+json, `Retry-After` when overloaded),
+`engine_refused` (the engine's own problem) and `forward` (the upstream's answer relayed as
+it came — status, body bytes, content type, encoding, `Retry-After` — or the problem for an
+upstream that gave none). The client therefore never sees a 2xx the upstream did not give.
+
+The upstream exchange runs in the handler, over the event pool (`upstream.py`): the server
+never cancels a handler whose client left, so a client that disconnects after sending its
+body does not cancel the forwarding, and the outcome is still recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Literal
+
+import orjson
+from aiohttp import hdrs, web
+
+from proxy.envelope import Conversion, EnvelopeError
+from proxy.server import problems
+from proxy.server.admission import Refusal
+from proxy.server.forward import Answer, UpstreamError
+from proxy.server.headers import event_request_headers
+from proxy.server.hooks import TRACE_HEADERS, ClientHints, EventRecord, Outcome
+from proxy.server.keys import POOLS
+from proxy.server.state import ProxyState, Snapshot
+from proxy.server.upstream import PoolBusy, request_bytes
+
+log = logging.getLogger(__name__)
+
+SHAPE_HEADER = "X-Envelope-Shape"
+TARGET_HEADER = "X-Envelope-Target"
+
+Kind = Literal["event", "batch"]
+
+
+def stored_ids(answer: Answer) -> tuple[str, ...]:
+    """`event_id` / `event_ids` from a 2xx JSON answer as exact decimal strings, else ()."""
+    if not 200 <= answer.status < 300 or answer.content_encoding not in (None, "identity"):
+        return ()
+    return event_ids(answer.body)
+
+
+def event_ids(body: bytes) -> tuple[str, ...]:
+    """`event_id` / `event_ids` of a JSON answer body as exact decimal strings, else ()."""
+    try:
+        data = orjson.loads(body)  # integers stay exact up to 64 bits
+    except orjson.JSONDecodeError:
+        return ()
+    if not isinstance(data, dict):
+        return ()
+    values = data.get("event_ids")
+    if not isinstance(values, list):
+        values = [data.get("event_id")]
+    ids = []
+    for value in values:
+        if isinstance(value, int) and not isinstance(value, bool):
+            ids.append(str(value))
+        elif isinstance(value, str) and value.lstrip("-").isdigit():
+            ids.append(value)
+    return tuple(ids)
+
+
+def as_received(body: bytes, conv: Conversion | None, target: str) -> Conversion:
+    """Observe mode: what is forwarded is the body as received, whatever the engine made
+    of it (`conv`, None when it refused the body: then no shape is known)."""
+    if conv is None:
+        return Conversion("", target, body, "", None, False, None, None)
+    # A minted id was never sent: it must not be reported as the request's.
+    event_id = None if conv.event_id_minted else conv.event_id
+    return conv._replace(body=body, event_id=event_id, event_id_minted=False)
+
+
+class Exchange:
+    """What one event request learnt, and the three ways it ends."""
+
+    __slots__ = (
+        "body",
+        "conversion",
+        "kind",
+        "refusal",
+        "request",
+        "shape",
+        "snapshot",
+        "started",
+        "state",
+    )
+
+    def __init__(self, request: web.Request, state: ProxyState, kind: Kind):
+        self.request = request
+        self.state = state
+        self.snapshot: Snapshot = state.snapshot
+        self.kind = kind
+        self.body = b""  # kept only for the shadow check, observe mode and the quarantine
+        self.conversion: Conversion | None = None
+        self.shape: str | None = None
+        self.started = time.perf_counter()  # for the whole request's duration
+        self.refusal: EnvelopeError | None = None  # what the engine said, if it refused
+
+    # -- the three doors -------------------------------------------------------------------
+
+    async def refuse(self, refusal: Refusal) -> web.Response:
+        """The proxy's own answer: nothing (or nothing complete) reached the upstream."""
+        problem = refusal.problem
+        self.record("rejected", error_code=problem.code)
+        headers = self.headers()
+        if problem is problems.OVERLOADED:
+            headers[hdrs.RETRY_AFTER] = problems.OVERLOAD_RETRY_AFTER
+        response = problems.proxy_problem(
+            problem, refusal.detail, headers=headers, close=refusal.close or refusal.at_once
+        )
+        if refusal.at_once:
+            await problems.send_and_close(self.request, response)
+        return response
+
+    def engine_refused(self, err: EnvelopeError, body: bytes) -> web.Response:
+        self.refusal = err
+        self.body = body  # the quarantine keeps what was refused
+        self.record("rejected", error_code=err.code)
+        return problems.engine_problem(err, headers=self.headers())
+
+    async def forward(self, conv: Conversion) -> web.StreamResponse:
+        """Send the converted body upstream and relay the answer (or the problem)."""
+        self.conversion = conv
+        self.shape = conv.shape or None
+        request, snapshot = self.request, self.snapshot
+        settings = snapshot.settings.upstream
+        try:
+            upstream = request.app[POOLS].get(snapshot.upstream_origin, snapshot.generation)
+            trace = request.get(TRACE_HEADERS)
+            if trace is None:
+                headers = event_request_headers(request)
+            else:
+                headers = event_request_headers(request, trace.replaces)
+                headers.extend(trace.headers)
+            outgoing = request_bytes(
+                b"POST", snapshot.upstream_target(request), upstream.host_header, headers, conv.body
+            )
+            answer = await upstream.send(
+                outgoing,
+                deadline=asyncio.get_running_loop().time() + settings.timeout_seconds,
+                connect_timeout=settings.connect_timeout_seconds,
+                budget=settings.timeout_seconds,
+            )
+        except PoolBusy:
+            wait = settings.connect_timeout_seconds
+            reason = (
+                "the proxy is shutting down"
+                if self.state.past_cutoff()
+                else f"all upstream connections stayed busy for {wait} s"
+            )
+            return await self.refuse(
+                Refusal(problems.OVERLOADED, f"{reason}; the event was not sent")
+            )
+        except UpstreamError as err:
+            log.warning(
+                "%s %s: %s (execution %s, event %s)",
+                request.method,
+                request.path,
+                err.detail,
+                conv.execution_id,
+                conv.event_id,
+            )
+            self.record("upstream_failed", error_code=err.problem.code)
+            return problems.proxy_problem(err.problem, err.detail, headers=self.headers())
+        status = answer.status
+        self.record(
+            "forwarded"
+            if 200 <= status < 300
+            else "upstream_failed"
+            if status >= 500
+            else "upstream_rejected",
+            answer=answer,
+        )
+        relayed = self.headers()
+        if answer.content_type is not None:
+            relayed[hdrs.CONTENT_TYPE] = answer.content_type
+        if answer.content_encoding is not None:
+            relayed[hdrs.CONTENT_ENCODING] = answer.content_encoding
+        if answer.retry_after is not None:
+            relayed[hdrs.RETRY_AFTER] = answer.retry_after
+        return web.Response(status=status, body=answer.body, headers=relayed)
+
+    # -- what every door does --------------------------------------------------------------
+
+    def record(
+        self, outcome: Outcome, *, error_code: str | None = None, answer: Answer | None = None
+    ) -> None:
+        """Tell the extensions how the request ended (once per request)."""
+        extensions = self.state.extensions
+        if not extensions:
+            return
+        request, snapshot, conv, refusal = (
+            self.request,
+            self.snapshot,
+            self.conversion,
+            self.refusal,
+        )
+        headers = request.headers
+        header = snapshot.client_header
+        observing = snapshot.settings.mode == "observe"
+        record = EventRecord(
+            path=request.path,
+            hints=ClientHints(
+                header=headers.get(header) if header else None,
+                user_agent=headers.get(hdrs.USER_AGENT),
+                peer=request.remote,
+            ),
+            worker_id=conv.worker_id if conv else None,
+            shape=self.shape,
+            target=snapshot.target,
+            upstream_version=snapshot.upstream_version,
+            outcome=outcome,
+            error_code=error_code,
+            upstream_status=answer.status if answer else None,
+            execution_id=(conv.execution_id or None) if conv else None,
+            request_event_id=conv.event_id if conv else None,
+            stored_event_ids=stored_ids(answer) if answer else (),
+            batch_size=conv.batch_size if conv else None,
+            upstream_seconds=answer.seconds if answer else None,
+            body=self.body,
+            started=self.started,
+            error_field=refusal.field if refusal else None,
+            error_index=refusal.index if refusal else None,
+            headers=headers,
+            mode="observe" if observing else "enforce",
+            would_refuse=refusal.code if refusal and observing else None,
+        )
+        for ext in extensions:
+            ext.on_event(record)
+
+    def headers(self) -> dict[str, str]:
+        headers = {TARGET_HEADER: self.snapshot.target}
+        if self.shape:
+            headers[SHAPE_HEADER] = self.shape
+        return headers
