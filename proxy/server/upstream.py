@@ -133,6 +133,10 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head(len(name) + len(value))
+        if self._headers_done:
+            # A chunked answer's trailer (llhttp reports it like the head): its fields must
+            # not change what was relayed from the head, such as the encoding or the type.
+            return
         lowered = name.lower()
         if lowered == b"content-type":
             self._content_type = value.decode("latin-1")

@@ -2,6 +2,8 @@
 
 `WireUpstream` runs one coroutine per request (`script`), given the request head it read,
 which writes whatever bytes the test wants: a reset, half an answer, bad framing, silence.
+A script that returns True keeps the connection for the next request (keep-alive); the
+upstream counts the connections that carried a request, and the most open at once.
 """
 
 from __future__ import annotations
@@ -21,13 +23,22 @@ from tests.functional.server_support import (
     start_proxy,
 )
 
-Script = Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Script = Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool | None]]
 
 
 async def read_head(reader: asyncio.StreamReader) -> bytes:
     """The request head (request line and headers), or what came before the peer closed."""
     with contextlib.suppress(asyncio.IncompleteReadError, asyncio.LimitOverrunError):
         return await reader.readuntil(b"\r\n\r\n")
+    return b""
+
+
+async def read_body(head: bytes, reader: asyncio.StreamReader) -> bytes:
+    """The request body its head announces with `Content-Length` (none: empty)."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return await reader.readexactly(int(value))
     return b""
 
 
@@ -48,6 +59,9 @@ class WireUpstream:
     def __init__(self) -> None:
         self.script: Script = _health
         self.heads: list[bytes] = []
+        self.connections = 0  # connections that carried a request other than the health check
+        self.open = 0  # of those, how many are open now
+        self.peak = 0  # and the most that were open at once
         self._server: asyncio.Server | None = None
         self.url = ""
 
@@ -58,6 +72,7 @@ class WireUpstream:
         return self.url
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        counted = False
         try:
             while True:
                 head = await read_head(reader)
@@ -66,12 +81,19 @@ class WireUpstream:
                 if head.startswith(b"GET /api/health "):
                     await _health(head, reader, writer)
                     continue
+                if not counted:
+                    counted = True
+                    self.connections += 1
+                    self.open += 1
+                    self.peak = max(self.peak, self.open)
                 self.heads.append(head)
-                await self.script(head, reader, writer)
-                return
-        except (ConnectionError, asyncio.CancelledError):
+                if not await self.script(head, reader, writer):
+                    return
+        except (ConnectionError, asyncio.CancelledError, asyncio.IncompleteReadError):
             pass
         finally:
+            if counted:
+                self.open -= 1
             writer.close()
 
     async def close(self) -> None:
