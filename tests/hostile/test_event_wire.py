@@ -13,6 +13,7 @@ keep-alive timeout, an early 413 while the request is still being written.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import aiohttp
@@ -20,7 +21,14 @@ import orjson
 import pytest
 
 from proxy.server.upstream import MAX_ANSWER_BYTES, MAX_ANSWER_HEAD_BYTES
-from tests.functional.server_support import EMIT_REQUEST, ServerFactory, Stack, wait_for
+from tests.functional.server_support import (
+    EMIT_REQUEST,
+    ServerFactory,
+    Stack,
+    settings_for,
+    start_proxy,
+    wait_for,
+)
 from tests.hostile.wire import Script, WireUpstream, read_body, start_wire_stack
 from tests.samples import sample_bytes
 
@@ -545,3 +553,38 @@ async def test_events_that_wait_past_the_connect_timeout_are_503_and_never_sent(
         assert stack.recorder.attempts == 2
     finally:
         await upstream.close()
+
+
+async def test_an_upstream_that_never_accepts_is_502_after_the_connect_timeout(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """A listener whose accept queue is full drops the proxy's SYN: each event is answered
+    502 upstream_unavailable once `connect_timeout_seconds` has passed, not retried (it
+    would only double the wait), and gives its pool slot back for the next one."""
+    with socket.socket() as listener, socket.socket() as filler:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)  # one queued connection fills it; nothing is ever accepted
+        filler.connect(listener.getsockname())
+        host, port = listener.getsockname()
+        settings = settings_for(
+            f"http://{host}:{port}",
+            {
+                "upstream.version": "2.19.1",
+                "upstream.pool_size": 1,
+                "upstream.connect_timeout_seconds": 0.3,
+            },
+        )
+        proxy, admin, state, recorder = await start_proxy(aiohttp_server, settings)
+        stack = Stack(f"http://{host}:{port}", proxy, admin, state, recorder, session)
+        async with asyncio.timeout(BOUND):
+            for sent in (1, 2):
+                started = time.monotonic()
+                response, answer = await _post(stack)
+                took = time.monotonic() - started
+                assert response.status == 502, answer[:300]
+                problem = _problem(answer)
+                assert problem["code"] == "upstream_unavailable"
+                assert "within 0.3 s" in problem["detail"]
+                assert 0.25 <= took < 1.3, took
+                assert recorder.attempts == sent
+        assert recorder.connections == 0
