@@ -5,9 +5,10 @@ every broken answer becomes a clean problem, nothing that may have been written 
 twice, and the upstream never sees more connections at once than the pool holds.
 
 Covered elsewhere, with the emulator (tests/functional/test_server_events_upstream.py):
-connection refused (one retry, then 502), a reset after the request was read (502, no
-retry), silence (504, no retry), idle pooled connections closed by the upstream's
-keep-alive timeout, an early 413 while the request is still being written.
+connection refused (one retry, then 502), silence (504, no retry), idle pooled connections
+closed by the upstream's keep-alive timeout, an early 413 while the request is still being
+written. (The emulator's "drop" closes the socket early, which the proxy sees as a plain
+close: the resets here are real ones, see `wire.reset`.)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from tests.functional.server_support import (
     start_proxy,
     wait_for,
 )
-from tests.hostile.wire import Script, WireUpstream, read_body, start_wire_stack
+from tests.hostile.wire import Script, WireUpstream, read_body, reset, start_wire_stack
 from tests.samples import sample_bytes
 
 BATCH = sample_bytes("rust_batch_event_request__integer_execution_id")
@@ -76,7 +77,7 @@ def _resets(*parts: bytes) -> Script:
         for part in parts:
             writer.write(part)
             await writer.drain()
-        writer.transport.abort()
+        reset(writer)
         return False
 
     return script
@@ -292,6 +293,7 @@ BROKEN = [
         id="tls-bytes",
     ),
     pytest.param(_answers(keep=False), "upstream_disconnected", id="closes-without-answer"),
+    pytest.param(_resets(), "upstream_disconnected", id="reset-without-answer"),
     pytest.param(_resets(HEAD), "upstream_disconnected", id="reset-mid-head"),
     pytest.param(_answers(HEAD, keep=False), "upstream_disconnected", id="closes-mid-head"),
     pytest.param(
@@ -310,6 +312,11 @@ BROKEN = [
         ),
         "upstream_disconnected",
         id="chunked-cut-then-close",
+    ),
+    pytest.param(
+        _resets(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n", b'{"event_id":'),
+        "upstream_disconnected",
+        id="until-close-then-reset",
     ),
     pytest.param(
         _answers(b"HTTP/1.1 100 Continue\r\n\r\n", keep=False),
@@ -429,7 +436,7 @@ def _then(after: float, act: str, first: bytes = OK) -> Script:
         await writer.drain()
         await asyncio.sleep(after)
         if act == "reset":
-            writer.transport.abort()
+            reset(writer)
             return False
         if act == "junk":
             writer.write(_ok(b'{"event_id":"forged"}'))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,6 +42,14 @@ async def read_body(head: bytes, reader: asyncio.StreamReader) -> bytes:
         if name.strip().lower() == b"content-length":
             return await reader.readexactly(int(value))
     return b""
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Reset the connection (RST). `abort()` alone only closes the socket early: the peer
+    then sees a plain close (FIN), unless unread bytes were left in the socket."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 async def _health(head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
