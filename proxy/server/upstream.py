@@ -116,11 +116,13 @@ class _Connection(asyncio.Protocol):
                 self._fail(BAD_UPSTREAM_RESPONSE, f"the upstream's answer is malformed: {exc}")
 
     def eof_received(self) -> bool:
-        self._lost()
+        self._lost(clean=True)
         return False  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost()
+        # A reset is no end of an answer delimited by the close: what was in flight when
+        # it came is lost, so such an answer is cut short, not complete.
+        self._lost(clean=exc is None)
 
     # -- httptools callbacks ---------------------------------------------------------------
 
@@ -133,6 +135,10 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head(len(name) + len(value))
+        if self._headers_done:
+            # A chunked answer's trailer (llhttp reports it like the head): its fields must
+            # not change what was relayed from the head, such as the encoding or the type.
+            return
         lowered = name.lower()
         if lowered == b"content-type":
             self._content_type = value.decode("latin-1")
@@ -233,11 +239,11 @@ class _Connection(asyncio.Protocol):
     def abandon(self, error: UpstreamError) -> None:
         self._fail(error.problem, error.detail)
 
-    def _lost(self) -> None:
+    def _lost(self, *, clean: bool) -> None:
         if self._waiter is None:
             self._close()
             return
-        if self._headers_done and not self._framed and not self._interim:
+        if clean and self._headers_done and not self._framed and not self._interim:
             self._finish(reusable=False)  # an answer delimited by the connection's close
         elif self._got_bytes:
             self._fail(

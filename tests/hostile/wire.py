@@ -2,12 +2,16 @@
 
 `WireUpstream` runs one coroutine per request (`script`), given the request head it read,
 which writes whatever bytes the test wants: a reset, half an answer, bad framing, silence.
+A script that returns True keeps the connection for the next request (keep-alive); the
+upstream counts the connections that carried a request, and the most open at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,7 +25,7 @@ from tests.functional.server_support import (
     start_proxy,
 )
 
-Script = Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Script = Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool | None]]
 
 
 async def read_head(reader: asyncio.StreamReader) -> bytes:
@@ -29,6 +33,23 @@ async def read_head(reader: asyncio.StreamReader) -> bytes:
     with contextlib.suppress(asyncio.IncompleteReadError, asyncio.LimitOverrunError):
         return await reader.readuntil(b"\r\n\r\n")
     return b""
+
+
+async def read_body(head: bytes, reader: asyncio.StreamReader) -> bytes:
+    """The request body its head announces with `Content-Length` (none: empty)."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return await reader.readexactly(int(value))
+    return b""
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Reset the connection (RST). `abort()` alone only closes the socket early: the peer
+    then sees a plain close (FIN), unless unread bytes were left in the socket."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 async def _health(head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -48,6 +69,9 @@ class WireUpstream:
     def __init__(self) -> None:
         self.script: Script = _health
         self.heads: list[bytes] = []
+        self.connections = 0  # connections that carried a request other than the health check
+        self.open = 0  # of those, how many are open now
+        self.peak = 0  # and the most that were open at once
         self._server: asyncio.Server | None = None
         self.url = ""
 
@@ -58,6 +82,7 @@ class WireUpstream:
         return self.url
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        counted = False
         try:
             while True:
                 head = await read_head(reader)
@@ -66,12 +91,19 @@ class WireUpstream:
                 if head.startswith(b"GET /api/health "):
                     await _health(head, reader, writer)
                     continue
+                if not counted:
+                    counted = True
+                    self.connections += 1
+                    self.open += 1
+                    self.peak = max(self.peak, self.open)
                 self.heads.append(head)
-                await self.script(head, reader, writer)
-                return
-        except (ConnectionError, asyncio.CancelledError):
+                if not await self.script(head, reader, writer):
+                    return
+        except (ConnectionError, asyncio.CancelledError, asyncio.IncompleteReadError):
             pass
         finally:
+            if counted:
+                self.open -= 1
             writer.close()
 
     async def close(self) -> None:
