@@ -163,6 +163,7 @@ async def wire_stack(aiohttp_server: ServerFactory, session: aiohttp.ClientSessi
 # A client that half-closes right after a pass-through GET is gone by the time the answer's
 # head is written: that is the client leaving, not an error of the proxy.
 @example(head=b"GET / HTTP/1.1\r\nHost: p\r\n\r\n")
+@example(head=b"GET // HTTP/1.1\r\n\r\n")
 async def test_generated_request_heads_get_a_sane_answer_and_leak_nothing(
     wire_stack: Stack, all_logs: Captured, head: bytes
 ) -> None:
