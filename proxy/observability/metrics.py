@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from prometheus_client import (
     CollectorRegistry,
@@ -30,6 +29,7 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from proxy import __version__
+from proxy.observability.event_series import EventFamilies
 from proxy.observability.identity import clean
 
 log = logging.getLogger(__name__)
@@ -55,16 +55,6 @@ UNVERSIONED = "unversioned"
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 
-@dataclass(slots=True)
-class _EventSeries:
-    events: Counter
-    last_seen: Gauge
-    ledger_events: Gauge
-    duration: Histogram | None = None  # created on the first upstream exchange only
-    request_duration: Histogram | None = None
-    batch_items: Counter | None = None  # created on the first batch only
-
-
 class ProxyMetrics:
     """All metric families of one proxy process, in their own CollectorRegistry."""
 
@@ -74,25 +64,9 @@ class ProxyMetrics:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
-        self.events = Counter(
-            "envelope_proxy_events_total",
-            "Event requests by client, detected shape, target and outcome.",
-            ["client", "shape", "target", "outcome"],
-            registry=r,
-        )
-        self.last_seen = Gauge(
-            "envelope_proxy_client_last_seen_timestamp_seconds",
-            "Unix time of the last event of this shape from this client.",
-            ["client", "shape"],
-            registry=r,
-        )
-        self.upstream_duration = Histogram(
-            "envelope_proxy_upstream_request_duration_seconds",
-            "Duration of upstream exchanges for event requests.",
-            ["target", "outcome"],
-            buckets=DURATION_BUCKETS,
-            registry=r,
-        )
+        # The per-event families (events, last seen, ledger counts, durations, batch items).
+        self.event_families = EventFamilies(DURATION_BUCKETS)
+        r.register(self.event_families)
         self.target_info = Gauge(
             "envelope_proxy_upstream_target_info",
             "The target shape in use (value 1) and the upstream version it was chosen for.",
@@ -123,20 +97,6 @@ class ProxyMetrics:
             registry=r,
         )
         self.build_info.labels(version=__version__).set(1)
-        self.request_duration = Histogram(
-            "envelope_proxy_event_request_duration_seconds",
-            "Whole event requests, from the handler's start to the answer (the proxy's"
-            " own time included), by target and outcome.",
-            ["target", "outcome"],
-            buckets=DURATION_BUCKETS,
-            registry=r,
-        )
-        self.batch_items = Counter(
-            "envelope_proxy_batch_items_total",
-            "Events inside batch requests, by target and outcome of the batch.",
-            ["target", "outcome"],
-            registry=r,
-        )
         self.passthrough = Counter(
             "envelope_proxy_passthrough_requests_total",
             "Pass-through requests (every path but the event endpoints) by status class.",
@@ -197,13 +157,6 @@ class ProxyMetrics:
         # The sunset ledger as series (see `seed_ledger`): gauges rather than counters, so a
         # restart that keeps the ledger continues them and a replaced pod's first event is
         # not lost to increase() skipping a counter's first sample.
-        self.ledger_events = Gauge(
-            "envelope_proxy_ledger_events",
-            "Events of this shape from this client in the sunset ledger (kept across restarts "
-            "with clients.state_file).",
-            ["client", "shape"],
-            registry=r,
-        )
         self.ledger_window = Gauge(
             "envelope_proxy_ledger_window_seconds",
             "The sunset window this proxy judges legacy traffic by (clients.sunset_window_seconds)",
@@ -221,9 +174,6 @@ class ProxyMetrics:
         )
         self._inflight_provider: Callable[[], int] = lambda: 0
         self.inflight.set_function(self._read_inflight)
-        # labels() takes a lock and builds a key on every call; the label sets are bounded,
-        # so the children are kept per combination (a third of the per-event cost).
-        self._event_series: dict[tuple[str, str, str, str], _EventSeries] = {}
 
     def observe_event(
         self,
@@ -237,31 +187,9 @@ class ProxyMetrics:
         batch_size: int | None = None,
     ) -> None:
         """Count one answered event request (`batch_size`: items of a batch request)."""
-        key = (client, shape, target, outcome)
-        series = self._event_series.get(key)
-        if series is None:
-            series = self._event_series[key] = _EventSeries(
-                self.events.labels(client=client, shape=shape, target=target, outcome=outcome),
-                self.last_seen.labels(client=client, shape=shape),
-                self.ledger_events.labels(client=client, shape=shape),
-            )
-        series.events.inc()
-        series.last_seen.set(now)
-        series.ledger_events.inc()
-        if upstream_seconds is not None:
-            if series.duration is None:
-                series.duration = self.upstream_duration.labels(target=target, outcome=outcome)
-            series.duration.observe(upstream_seconds)
-        if request_seconds is not None:
-            if series.request_duration is None:
-                series.request_duration = self.request_duration.labels(
-                    target=target, outcome=outcome
-                )
-            series.request_duration.observe(request_seconds)
-        if batch_size is not None:
-            if series.batch_items is None:
-                series.batch_items = self.batch_items.labels(target=target, outcome=outcome)
-            series.batch_items.inc(batch_size)
+        self.event_families.observe(
+            client, shape, target, outcome, now, upstream_seconds, request_seconds, batch_size
+        )
 
     def observe_passthrough(self, status: int, seconds: float) -> None:
         """Count one answered pass-through request."""
@@ -287,9 +215,7 @@ class ProxyMetrics:
         self.ledger_window.set(window_seconds)
         self.ledger_tracking_since.set(tracking_since)
         self.ledger_partial.set(1 if partial else 0)
-        for client, shape, count, last_seen in seen:
-            self.last_seen.labels(client=client, shape=shape).set(last_seen)
-            self.ledger_events.labels(client=client, shape=shape).set(count)
+        self.event_families.seed(seen)
 
     def observe_rejection(self, client: str, code: str) -> None:
         """Count one refusal; `code` must come from a fixed set (the caller folds others)."""
