@@ -170,12 +170,18 @@ def server_middleware(provider: trace.TracerProvider) -> Middleware:
     replaces = frozenset(name.lower().encode() for name in propagator.fields)
     mode = semconv_mode()
     request_attributes = RequestAttributes(mode)
+    methods: dict[str, str] = {}
 
     @web.middleware
     async def trace_request(request: web.Request, handler: _Handler) -> web.StreamResponse:
         if excluded is not None and excluded.url_disabled(request.path):
             return await handler(request)
-        method = sanitize_method(request.method)
+        method = methods.get(request.method)
+        if method is None:
+            # sanitize_method reads the environment on every call: once per method here.
+            method = sanitize_method(request.method)
+            if len(methods) < 64:  # methods are client-chosen tokens
+                methods[request.method] = method
         route = _fixed_route(request)
         verb = "HTTP" if method == "_OTHER" else method  # as the conventions name it
         name = verb if route is None else f"{verb} {route}"
