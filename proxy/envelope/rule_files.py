@@ -16,6 +16,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from proxy.errors import ProblemsError
+
 CanonicalField = Literal[
     "execution_id",
     "event_type",
@@ -35,12 +37,13 @@ RELEASE = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
-class RulesError(Exception):
+class RulesError(ProblemsError):
     """A rules directory that cannot be used; `problems` are `file:line: message` lines."""
 
+    problems: list[str]
+
     def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
+        super().__init__(problems)
 
 
 # --- the file schemas (strict: unknown keys and wrong types are errors) -------------------

@@ -20,7 +20,8 @@ from pathlib import Path
 import watchfiles
 
 from proxy.config import ConfigError, Settings, keep_start_only, restart_needed
-from proxy.envelope import Engine, Rules, RulesError
+from proxy.envelope import Engine, Rules
+from proxy.errors import ProblemsError
 from proxy.server.logsafe import printable
 from proxy.server.state import ProxyState, ReloadStatus, build_engine
 
@@ -87,8 +88,8 @@ class ConfigReloader:
             self._fingerprint = fingerprint
             try:
                 new, rules, engine = await asyncio.to_thread(self._load)
-            except (ConfigError, RulesError) as exc:
-                problems = tuple(getattr(exc, "problems", None) or str(exc).splitlines())
+            except ProblemsError as exc:  # a ConfigError or a RulesError
+                problems = tuple(exc.problems)
                 log.error(
                     "config reload (%s) rejected, keeping the running config: %s",
                     reason,

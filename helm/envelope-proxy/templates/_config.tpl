@@ -77,7 +77,7 @@ data:
 {{- printf "%s\n---\n%s" (include "envelope-proxy.configYaml" .) (toYaml (.values.rules.files | default dict)) | sha256sum -}}
 {{- end -}}
 
-{{/* Keep in step with RESTART_ONLY in proxy/config.py (a test compares them). */}}
+{{/* Keep in step with RESTART_ONLY in proxy/config/restart.py (a test compares them). */}}
 {{- define "envelope-proxy.restartChecksum" -}}
 {{- $cfg := include "envelope-proxy.configYaml" . | fromYaml -}}
 {{- $startOnly := pick $cfg "listen" "admin_listen" "workers" "clients" "tracing" "shadow" "quarantine" "log" -}}

@@ -1,74 +1,45 @@
-"""The proxy's settings: one validated, immutable `Settings` from defaults, file, env and flags.
+"""The settings models: every section's fields, defaults and validation, and `Settings`.
 
-Precedence, lowest first: built-in defaults, the YAML file (`--config FILE`), environment
-variables `ENVELOPE_PROXY_*` (nesting with `__`, e.g. `ENVELOPE_PROXY_UPSTREAM__URL`), then
-command-line flags. Every model forbids unknown keys, so a typo fails at start (and at
-reload) with a `ConfigError` naming the setting, where it came from and what is wrong.
-
-`redacted()` is what `/config` shows; `check_config()` is what `envelope-proxy check` runs.
+Every model forbids unknown keys and is immutable. A field marked `START_ONLY` is read once
+at start: a live reload reports a change to it and keeps the running value (`restart.py`).
+Also here: the parsing helpers the server shares with validation (`split_host_port`,
+`parse_client_source`, `resolve_machine_id`) and `engine_options`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import socket
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import orjson
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_settings import EnvSettingsSource
-from pydantic_settings.sources.utils import parse_env_vars
 
 if TYPE_CHECKING:
     from proxy.envelope import EngineOptions
 
-ENV_PREFIX = "ENVELOPE_PROXY_"
-ENV_NESTED_DELIMITER = "__"
 
-# Settings read once at start: changing them in a live reload is reported, not applied.
-RESTART_ONLY: tuple[str, ...] = (
-    "listen",
-    "admin_listen",
-    "workers",
-    "upstream.pool_size",
-    "limits.keepalive_timeout_seconds",
-    "lifecycle.shutdown_timeout_seconds",
-    "envelope.machine_id",
-    "clients",
-    "tracing",
-    "shadow",
-    "log",
-    "quarantine",
-)
+@dataclass(frozen=True, slots=True)
+class StartOnly:
+    """Field marker (`Annotated[..., START_ONLY]`): the setting is read once at start."""
+
+
+START_ONLY = StartOnly()
 
 _RELEASE = re.compile(r"^\d{1,4}\.\d{1,4}\.\d{1,6}$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
-_SECRET_KEY = re.compile(r"(passw|secret|token|api_?key|authori[sz]ation|credential)", re.I)
-
-
-class ConfigError(Exception):
-    """Invalid configuration; `problems` holds one line per problem, each naming the setting."""
-
-    def __init__(self, problems: list[str] | tuple[str, ...]):
-        self.problems = tuple(problems)
-        super().__init__("; ".join(self.problems))
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -210,7 +181,7 @@ class UpstreamSettings(_Section):
     probe_interval_seconds: Seconds = 30.0
     connect_timeout_seconds: Seconds = 2.0
     timeout_seconds: Seconds = 25.0
-    pool_size: Annotated[int, Field(ge=1, le=100_000)] = 100
+    pool_size: Annotated[int, Field(ge=1, le=100_000), START_ONLY] = 100
 
 
 class LimitSettings(_Section):
@@ -221,7 +192,7 @@ class LimitSettings(_Section):
     # Bodies of event requests being handled, summed as their bytes arrive.
     max_inflight_bytes: Annotated[int, Field(ge=1, le=1 << 40)] = 64 * 1024 * 1024
     body_read_timeout_seconds: Seconds = 10.0
-    keepalive_timeout_seconds: Seconds = 15.0
+    keepalive_timeout_seconds: Annotated[Seconds, START_ONLY] = 15.0
     # One client address's share of max_inflight / max_inflight_bytes (None: half of it).
     max_inflight_per_peer: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     max_inflight_bytes_per_peer: Annotated[int, Field(ge=1, le=1 << 40)] | None = None
@@ -263,12 +234,13 @@ class LimitSettings(_Section):
 class EnvelopeSettings(_Section):
     normalise_status: bool = True
     mint: Literal["auto", "always", "never"] = "auto"
-    machine_id: MachineId = 0
+    machine_id: Annotated[MachineId, START_ONLY] = 0
 
 
 class LifecycleSettings(_Section):
     drain_seconds: NonNegativeSeconds = 5.0
-    shutdown_timeout_seconds: NonNegativeSeconds = 20.0
+    # The server's own handler deadline is fixed when it starts.
+    shutdown_timeout_seconds: Annotated[NonNegativeSeconds, START_ONLY] = 20.0
 
 
 class ClientsSettings(_Section):
@@ -355,23 +327,24 @@ Mode = Literal["enforce", "observe"]
 class Settings(_Section):
     """The whole configuration; immutable, so a request can keep the snapshot it started with."""
 
-    listen: HostPort = "0.0.0.0:8080"
-    admin_listen: HostPort = "0.0.0.0:9090"
+    # Fields are in the order a reload lists the start-only ones it could not apply.
+    listen: Annotated[HostPort, START_ONLY] = "0.0.0.0:8080"
+    admin_listen: Annotated[HostPort, START_ONLY] = "0.0.0.0:9090"
     rules_dir: Path | None = None
-    workers: Annotated[int, Field(ge=1, le=256)] = 1
+    workers: Annotated[int, Field(ge=1, le=256), START_ONLY] = 1
     upstream: UpstreamSettings = UpstreamSettings()
     limits: LimitSettings = LimitSettings()
-    envelope: EnvelopeSettings = EnvelopeSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
-    clients: ClientsSettings = ClientsSettings()
-    shadow: bool = False
-    tracing: TracingSettings = TracingSettings()
-    log: LogSettings = LogSettings()
+    envelope: EnvelopeSettings = EnvelopeSettings()
+    clients: Annotated[ClientsSettings, START_ONLY] = ClientsSettings()
+    tracing: Annotated[TracingSettings, START_ONLY] = TracingSettings()
+    shadow: Annotated[bool, START_ONLY] = False
+    log: Annotated[LogSettings, START_ONLY] = LogSettings()
 
     # enforce: forward the converted body, refuse what the engine refuses. observe: forward
     # every event body as received and only record what enforce would have done.
     mode: Mode = "enforce"
-    quarantine: QuarantineSettings = QuarantineSettings()
+    quarantine: Annotated[QuarantineSettings, START_ONLY] = QuarantineSettings()
 
     @field_validator("admin_listen")
     @classmethod
@@ -397,251 +370,6 @@ def _same_socket(first: str, second: str) -> bool:
     return host_a == host_b or host_a in _WILDCARD_HOSTS or host_b in _WILDCARD_HOSTS
 
 
-class _EnvSource(EnvSettingsSource):
-    """pydantic-settings' env parsing (prefix, `__` nesting, JSON lists) over any mapping."""
-
-    def __init__(self, environ: Mapping[str, str]):
-        self._environ = environ
-        super().__init__(
-            Settings,  # type: ignore[arg-type]  # only its fields are read
-            case_sensitive=False,
-            env_prefix=ENV_PREFIX,
-            env_nested_delimiter=ENV_NESTED_DELIMITER,
-        )
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(self._environ, False, False, None)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML loader that refuses duplicate keys (PyYAML keeps the last one silently)."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,
-)
-
-
-def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"config file {path}: cannot read it ({exc.strerror or exc})"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"config file {path}: not UTF-8 text"]) from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"config file {path}: invalid YAML: {exc}"]) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError([f"config file {path}: the top level must be a mapping of settings"])
-    return data
-
-
-def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Flags as a nested dict; keys may be dotted (`upstream.url`) or already nested."""
-    nested: dict[str, Any] = {}
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        *parents, leaf = key.split(".")
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-        if isinstance(value, Mapping):
-            node.setdefault(leaf, {}).update(_nest(value))
-        else:
-            node[leaf] = value
-    return nested
-
-
-def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _has(data: Mapping[str, Any], loc: tuple[str | int, ...]) -> bool:
-    node: Any = data
-    for part in loc:
-        if not isinstance(node, Mapping) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
-def _origin(loc: tuple[str | int, ...], layers: list[tuple[str, Mapping[str, Any]]]) -> str | None:
-    """Which layer supplied the value at `loc` (the highest one wins, as in the merge)."""
-    names = tuple(part for part in loc if isinstance(part, str))
-    for where, data in reversed(layers):
-        if _has(data, names):
-            if where.startswith("environment"):
-                return "environment " + ENV_PREFIX + ENV_NESTED_DELIMITER.join(names).upper()
-            return str(where)
-    return None
-
-
-def _describe(
-    exc: ValidationError,
-    layers: list[tuple[str, Mapping[str, Any]]],
-) -> list[str]:
-    problems = []
-    for error in exc.errors(include_url=False):
-        loc = tuple(error["loc"])
-        name = ".".join(str(part) for part in loc) or "(top level)"
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown setting"
-        elif error["type"] not in ("value_error", "assertion_error") and "input" in error:
-            message = f"{message} (got {error['input']!r})"
-        origin = _origin(loc, layers)
-        suffix = f" [from {origin}]" if origin else ""
-        problems.append(f"{name}: {message}{suffix}")
-    return problems
-
-
-def load_settings(
-    config_file: Path | None,
-    overrides: Mapping[str, Any] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> Settings:
-    """Defaults < `config_file` < `ENVELOPE_PROXY_*` in `environ` (os.environ) < overrides."""
-    layers: list[tuple[str, Mapping[str, Any]]] = []
-    if config_file is not None:
-        layers.append((f"config file {config_file}", _read_file(config_file)))
-    env = os.environ if environ is None else environ
-    try:
-        env_data = _EnvSource(env)()
-    except Exception as exc:  # pydantic-settings raises SettingsError on malformed JSON values
-        raise ConfigError([_env_problem(exc, env)]) from None
-    layers.append((f"environment {ENV_PREFIX}*", env_data))
-    if overrides:
-        layers.append(("command line", _nest(overrides)))
-    merged: dict[str, Any] = {}
-    for _, data in layers:
-        merged = _merge(merged, data)
-    try:
-        return Settings.model_validate(merged)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, layers)) from None
-
-
-def _env_problem(exc: Exception, env: Mapping[str, str]) -> str:
-    """Name the variables behind an env parsing failure (pydantic-settings names the field)."""
-    match = re.search(r'field "(\w+)"', str(exc))
-    if match is None:
-        return f"environment {ENV_PREFIX}*: {exc}"
-    prefix = f"{ENV_PREFIX}{match[1]}".upper()
-    names = [
-        name
-        for name in sorted(env)
-        if name.upper() == prefix or name.upper().startswith(prefix + ENV_NESTED_DELIMITER)
-    ]
-    not_json = [name for name in names if not _is_json(env[name])]
-    shown = ", ".join(f"{name}={env[name]!r}" for name in (not_json or names))
-    return (
-        f"environment {shown or prefix}: not valid JSON; a list or a section is given as JSON,"
-        f' e.g. {ENV_PREFIX}CLIENTS__SOURCES=\'["header:X-Team","peer"]\''
-    )
-
-
-def _is_json(text: str) -> bool:
-    try:
-        orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return False
-    return True
-
-
-def restart_needed(old: Settings, new: Settings) -> list[str]:
-    """Names of start-only settings that differ between two configurations."""
-    changed = []
-    for name in RESTART_ONLY:
-        section, _, field = name.partition(".")
-        before: Any = getattr(old, section)
-        after: Any = getattr(new, section)
-        if field:
-            before, after = getattr(before, field), getattr(after, field)
-        if before != after:
-            changed.append(name)
-    return changed
-
-
-def keep_start_only(old: Settings, new: Settings) -> Settings:
-    """`new` with every start-only setting taken from `old` (what a live reload applies)."""
-    return new.model_copy(
-        update={
-            "listen": old.listen,
-            "admin_listen": old.admin_listen,
-            "workers": old.workers,
-            "upstream": new.upstream.model_copy(update={"pool_size": old.upstream.pool_size}),
-            "limits": new.limits.model_copy(
-                update={"keepalive_timeout_seconds": old.limits.keepalive_timeout_seconds}
-            ),
-            # The server's own handler deadline is fixed when it starts.
-            "lifecycle": new.lifecycle.model_copy(
-                update={"shutdown_timeout_seconds": old.lifecycle.shutdown_timeout_seconds}
-            ),
-            "envelope": new.envelope.model_copy(update={"machine_id": old.envelope.machine_id}),
-            "clients": old.clients,
-            "tracing": old.tracing,
-            "shadow": old.shadow,
-            "log": old.log,
-            "quarantine": old.quarantine,
-        }
-    )
-
-
-def redact_url(value: str) -> str:
-    """`value` with any user:password@ replaced by `***@` (for logs and `/config`)."""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or (parts.password is None and parts.username is None):
-        return value
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
-
-
-def _redact(value: Any, key: str = "") -> Any:
-    if isinstance(value, dict):
-        return {k: _redact(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v, key) for v in value]
-    if value is not None and _SECRET_KEY.search(key):
-        return "***"
-    if isinstance(value, str):
-        return redact_url(value)
-    return value
-
-
-def redacted(settings: Settings) -> dict[str, Any]:
-    """The settings as JSON-ready data with URL credentials and secret-looking values hidden."""
-    data: dict[str, Any] = _redact(settings.model_dump(mode="json"))
-    return data
-
-
 def engine_options(settings: Settings, machine_id: int) -> EngineOptions:
     """The engine options a configuration stands for (serve and `convert --config` share it)."""
     from proxy.envelope import EngineOptions
@@ -653,18 +381,3 @@ def engine_options(settings: Settings, machine_id: int) -> EngineOptions:
         max_depth=settings.limits.max_json_depth,
         batch_max_items=settings.limits.batch_max_items,
     )
-
-
-def check_config(path: Path) -> list[str]:
-    """Every problem with a config file and the rules directory it names (empty when valid)."""
-    from proxy.envelope import RulesError, load_rules
-
-    try:
-        settings = load_settings(path)
-    except ConfigError as exc:
-        return list(exc.problems)
-    try:
-        load_rules(settings.rules_dir) if settings.rules_dir else load_rules()
-    except RulesError as exc:
-        return [f"rules_dir {settings.rules_dir}: {line}" for line in str(exc).splitlines()]
-    return []
