@@ -3,7 +3,7 @@
 The codes the proxy itself answers with live here; engine refusals (`EnvelopeError`) bring
 their own code, status and title. One function, `problem_body`, builds both kinds of body.
 The codes are public: they appear in problem bodies, in `EventRecord.error_code` and in the
-README's failure table.
+failure table of docs/shapes-and-errors.md.
 """
 
 from __future__ import annotations

@@ -96,13 +96,13 @@ def _cases(path: Path) -> list[dict[str, Any]]:
     return cases
 
 
-def test_the_documented_fixture_passes_against_the_readme_shape(
+def test_the_documented_fixture_passes_against_the_documented_shape(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """docs/cutover-safety.md's example fixture, with the README's gateway_v0 shape added
+    """docs/cutover-safety.md's example fixture, with docs/rules.md's gateway_v0 shape added
     to a copy of the rules, passes as written."""
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    block = readme.split("for example a producer that sends", 1)[1]
+    rules_page = (REPO_ROOT / "docs" / "rules.md").read_text(encoding="utf-8")
+    block = rules_page.split("for example a producer that sends", 1)[1]
     shape = re.search(r"```yaml\n(.*?)```", block, flags=re.DOTALL)
     doc = (REPO_ROOT / "docs" / "cutover-safety.md").read_text(encoding="utf-8")
     fixture = re.search(r"```yaml\n(.*?)```", doc.split("## Rule fixtures", 1)[1], re.DOTALL)
