@@ -37,9 +37,17 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from proxy.envelope import Engine, EngineOptions, EnvelopeError, Rules, RulesError
+from proxy.envelope import (
+    CANONICAL_TARGET,
+    Engine,
+    EngineOptions,
+    EnvelopeError,
+    Rules,
+    RulesError,
+)
 from proxy.envelope import load_rules as load_rules_dir
 from proxy.envelope.ids import SnowflakeMinter
+from proxy.envelope.rule_files import TargetName
 
 DEFAULT_NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -66,7 +74,7 @@ class Expect(_Strict):
 class Case(_Strict):
     name: str = Field(min_length=1)
     endpoint: Literal["event", "batch"] = "event"
-    target: Literal["executor_event", "event_request"] = "executor_event"
+    target: TargetName = CANONICAL_TARGET
     input: Any = None
     input_json: str | None = None
     now: datetime = DEFAULT_NOW

@@ -8,10 +8,19 @@ from proxy.envelope.detect import Detection
 from proxy.envelope.engine import Engine, EngineOptions
 from proxy.envelope.errors import ERROR_CODES, EnvelopeError
 from proxy.envelope.rule_files import RulesError
-from proxy.envelope.rules import TARGETS, Rules, default_rules_dir, load_rules
+from proxy.envelope.rules import (
+    CANONICAL_TARGET,
+    LEGACY_TARGET,
+    TARGETS,
+    Rules,
+    default_rules_dir,
+    load_rules,
+)
 
 __all__ = [
+    "CANONICAL_TARGET",
     "ERROR_CODES",
+    "LEGACY_TARGET",
     "TARGETS",
     "Conversion",
     "Detection",

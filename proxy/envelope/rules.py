@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from packaging.version import InvalidVersion, Version
 
@@ -36,7 +36,10 @@ from proxy.envelope.rule_files import (
 )
 
 RULE_FILES = ("shapes.yaml", "targets.yaml", "versions.yaml", "status.yaml", "defaults.yaml")
-TARGETS: tuple[str, ...] = ("executor_event", "event_request")
+# The two bodies the proxy sends upstream (rules/targets.yaml must define both).
+CANONICAL_TARGET: Final = "executor_event"  # canonical ExecutorEvent, Rust servers >= 2.19.1
+LEGACY_TARGET: Final = "event_request"  # legacy EventRequest, accepted by every legacy server
+TARGETS: tuple[str, ...] = (CANONICAL_TARGET, LEGACY_TARGET)
 
 _SOURCE = re.compile(r"(?P<key>[^.#]+)(?:\.(?P<member>[^.#]+)(?:#(?P<part>\d+)/(?P<parts>\d+))?)?")
 _NAME = re.compile(r"[a-z][a-z0-9_]*")

@@ -22,6 +22,7 @@ from pydantic import (
 
 from proxy.envelope.errors import EnvelopeError, InvalidFieldType, InvalidJson
 from proxy.envelope.ids import I64_MAX, I64_MIN
+from proxy.envelope.rules import CANONICAL_TARGET, LEGACY_TARGET
 from proxy.envelope.timestamps import validate_timestamp
 
 _DECIMAL = re.compile(r"-?[0-9]+")
@@ -182,10 +183,10 @@ class EventRequestBatchBody(BaseModel):
 
 
 _MODELS: dict[tuple[str, bool], type[BaseModel]] = {
-    ("executor_event", False): ExecutorEventBody,
-    ("event_request", False): EventRequestBody,
-    ("executor_event", True): ExecutorBatchBody,
-    ("event_request", True): EventRequestBatchBody,
+    (CANONICAL_TARGET, False): ExecutorEventBody,
+    (LEGACY_TARGET, False): EventRequestBody,
+    (CANONICAL_TARGET, True): ExecutorBatchBody,
+    (LEGACY_TARGET, True): EventRequestBatchBody,
 }
 
 

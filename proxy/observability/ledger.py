@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-CANONICAL_SHAPE = "executor_event"
+from proxy.envelope import CANONICAL_TARGET
+
+CANONICAL_SHAPE = CANONICAL_TARGET  # the canonical shape is what the canonical target writes
 UNKNOWN_SHAPE = "unknown"
 FORMAT = "envelope-proxy-ledger/1"
 

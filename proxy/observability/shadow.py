@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from proxy.envelope import Engine
+from proxy.envelope import CANONICAL_TARGET, LEGACY_TARGET, Engine
 from proxy.envelope.errors import EnvelopeError
 from proxy.server.hooks import EventRecord
 
 log = logging.getLogger(__name__)
 
-OTHER_TARGET = {"executor_event": "event_request", "event_request": "executor_event"}
+OTHER_TARGET = {CANONICAL_TARGET: LEGACY_TARGET, LEGACY_TARGET: CANONICAL_TARGET}
 INTERNAL_ERROR = "internal_error"
 
 

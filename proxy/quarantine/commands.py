@@ -17,7 +17,15 @@ from typing import Any
 import orjson
 
 from proxy.config import ConfigError, Settings, load_settings
-from proxy.envelope import TARGETS, Engine, EnvelopeError, Rules, RulesError
+from proxy.envelope import (
+    CANONICAL_TARGET,
+    LEGACY_TARGET,
+    TARGETS,
+    Engine,
+    EnvelopeError,
+    Rules,
+    RulesError,
+)
 from proxy.quarantine import journal as j
 from proxy.quarantine.records import Filter, body_of, parse_time
 from proxy.quarantine.replay import (
@@ -223,7 +231,7 @@ def run_check(args: argparse.Namespace) -> int:
     accepted = refused = 0
     rows = [("ID", "CODE THEN", "NOW", "SHAPE", "TARGET")]
     for record in _selected(args):
-        target = args.to or str(record.get("target") or "executor_event")
+        target = args.to or str(record.get("target") or CANONICAL_TARGET)
         try:
             conv = convert_record(engine, record, target)
         except EnvelopeError as err:
@@ -263,7 +271,7 @@ def run_replay(args: argparse.Namespace) -> int:
         raise _Usage(str(exc)) from None
     replayer = Replayer(
         engine=engine,
-        target="event_request",  # until the upstream is asked (below)
+        target=LEGACY_TARGET,  # until the upstream is asked (below)
         upstream=settings.upstream.url,
         journal=journal,
         options=ReplayOptions(

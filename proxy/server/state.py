@@ -18,13 +18,13 @@ from aiohttp.web import BaseRequest
 from yarl import URL
 
 from proxy.config import Settings, engine_options, parse_client_source, resolve_machine_id
-from proxy.envelope import Engine, Rules, load_rules
+from proxy.envelope import CANONICAL_TARGET, LEGACY_TARGET, Engine, Rules, load_rules
 from proxy.envelope.ids import SnowflakeMinter
 from proxy.server.hooks import Extension
 
 log = logging.getLogger(__name__)
 
-PINNED_TARGETS = {"v1": "event_request", "v2": "executor_event"}
+PINNED_TARGETS = {"v1": LEGACY_TARGET, "v2": CANONICAL_TARGET}
 
 
 @dataclass(frozen=True, slots=True)

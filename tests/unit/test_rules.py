@@ -5,10 +5,20 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from proxy.envelope import Engine, RulesError, default_rules_dir, load_rules
+from proxy.envelope import (
+    CANONICAL_TARGET,
+    LEGACY_TARGET,
+    TARGETS,
+    Engine,
+    RulesError,
+    default_rules_dir,
+    load_rules,
+)
+from proxy.envelope.rule_files import TargetName
 
 
 @pytest.fixture
@@ -218,3 +228,9 @@ def test_a_fifth_shape_can_be_added_without_code(rules_dir: Path) -> None:
     )
     assert not {"exec", "kind", "stage", "data"} & set(out)
     engine.validate_target("event_request", conversion.body)
+
+
+def test_the_target_names_are_defined_once() -> None:
+    """The type of a target name, the engine's tuple and the default rules agree."""
+    assert get_args(TargetName) == TARGETS == (CANONICAL_TARGET, LEGACY_TARGET)
+    assert set(load_rules(None).targets) == set(TARGETS)
