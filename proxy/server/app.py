@@ -20,13 +20,13 @@ import aiohttp
 from aiohttp import hdrs, web
 
 from proxy.config import Settings
+from proxy.contract import Extension
 from proxy.envelope.ids import SnowflakeMinter
 from proxy.server import events, passthrough, problems
 from proxy.server.access_log import AccessNotes, access_log_kwargs
 from proxy.server.budget import PeerLoad
 from proxy.server.forward import UpstreamError
 from proxy.server.headers import SKIP_AUTO_HEADERS
-from proxy.server.hooks import Extension
 from proxy.server.keys import PEERS, POOLS, STATE, STREAM_SESSION, STREAMS, UPSTREAM_STATS
 from proxy.server.logsafe import ServerLog
 from proxy.server.reload import ConfigReloader
@@ -171,6 +171,4 @@ def create_app(
     app.cleanup_ctx.append(_upstream)
     app.on_shutdown.append(_mark_shutdown)
     app.on_response_prepare.append(_close_when_draining)
-    for ext in extensions:
-        ext.set_inflight_provider(lambda: state.inflight)
     return app
