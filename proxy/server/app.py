@@ -1,10 +1,11 @@
 """The proxy application factory: routes, extensions, the upstream session and background tasks.
 
-`create_app(settings, extensions=...)` is what `serve` runs and what tests put behind a
-loopback server. Its start-up opens one shared upstream `ClientSession` (connection pool
-sized by `upstream.pool_size`, no decompression, no cookie jar: a proxy must not mix one
-client's cookies into another's requests), probes the upstream version once before the
-first request, then keeps probing and watching the configuration in the background.
+`create_app(settings, extensions=...)` makes it; `proxy.compose` puts it together with its
+extensions and the admin app for `serve`, the demo and the tests. Its start-up opens one
+shared upstream `ClientSession` (connection pool sized by `upstream.pool_size`, no
+decompression, no cookie jar: a proxy must not mix one client's cookies into another's
+requests), probes the upstream version once before the first request, then keeps probing
+and watching the configuration in the background.
 """
 
 from __future__ import annotations
