@@ -128,12 +128,9 @@ async def _start(
 
 
 async def run_demo(*, keep_running: bool, listen: str, out: TextIO) -> int:
+    from proxy.compose import compose
     from proxy.config import load_settings, split_host_port
     from proxy.emulator import create_emulator_app
-    from proxy.server.admin import create_admin_app
-    from proxy.server.app import create_app, server_kwargs
-    from proxy.server.keys import STATE
-    from proxy.server.runner import build_extensions
 
     upstream_runner, upstream_url = await _start(
         create_emulator_app(LEGACY_PROFILE, fast=True), "127.0.0.1", 0
@@ -150,13 +147,10 @@ async def run_demo(*, keep_running: bool, listen: str, out: TextIO) -> int:
         },
         environ={},
     )
-    holder: dict[str, web.Application] = {}
-    extensions = build_extensions(settings, lambda: holder["app"][STATE].snapshot.engine)
-    app = create_app(settings, extensions=extensions)
-    holder["app"] = app
-    proxy_runner, proxy_url = await _start(app, host, port, **server_kwargs(settings))
-    admin_runner, admin_url = await _start(create_admin_app(app), "127.0.0.1", 0, access_log=None)
-    state = app[STATE]
+    proxy = compose(settings)
+    proxy_runner, proxy_url = await _start(proxy.app, host, port, **proxy.app_kwargs)
+    admin_runner, admin_url = await _start(proxy.admin, "127.0.0.1", 0, **proxy.admin_kwargs)
+    state = proxy.state
     failed = 0
     try:
         async with aiohttp.ClientSession() as session:

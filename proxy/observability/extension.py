@@ -1,10 +1,11 @@
 """The observability extension the server consults: traces, metrics, sunset ledger, shadow
 check, observe mode's would-be outcomes and the quarantine of refused bodies.
 
-`ObservabilityExtension` implements `proxy.server.hooks.Extension`. The server puts its
-middlewares first in the proxy app, its trace configs on the upstream ClientSession and its
-routes (`/metrics`, `/clients`, `/rejections`) on the admin app, and calls `on_event` inside
-each event handler. Every hook is cheap and never raises: observability must not fail a request.
+`ObservabilityExtension` implements `proxy.contract.Extension`. The server attaches its view
+(the current engine, the in-flight count), puts the extension's middlewares first in the
+proxy app, its trace configs on the upstream ClientSession and its routes (`/metrics`,
+`/clients`, `/rejections`) on the admin app, and calls `on_event` inside each event handler.
+Every hook is cheap and never raises: observability must not fail a request.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from opentelemetry.sdk.trace import TracerProvider
 
-from proxy.envelope import ERROR_CODES, Engine
+from proxy.contract import PROXY_CODES, EventRecord, ProxyView
+from proxy.envelope import ERROR_CODES
 from proxy.observability.identity import OTHER, ClientIdentifier
 from proxy.observability.ledger import UNKNOWN_SHAPE, SunsetLedger
 from proxy.observability.metrics import ProxyMetrics
@@ -36,10 +38,6 @@ from proxy.observability.tracing import (
 from proxy.quarantine.admin import rejections_route
 from proxy.quarantine.records import Refusal, kept_headers
 from proxy.quarantine.writer import Outcome, QuarantineWriter
-from proxy.server import problems
-from proxy.server.hooks import EventRecord
-from proxy.server.problems import ProxyProblem
-from proxy.server.state import build_engine, client_header
 
 if TYPE_CHECKING:
     from proxy.config import Settings
@@ -48,9 +46,7 @@ log = logging.getLogger(__name__)
 
 # The codes a refusal can carry: the engine's and the proxy's own, a fixed set, so the
 # `code` label of envelope_proxy_rejections_total stays bounded whatever happens.
-REFUSAL_CODES = frozenset(ERROR_CODES) | frozenset(
-    problem.code for problem in vars(problems).values() if isinstance(problem, ProxyProblem)
-)
+REFUSAL_CODES = frozenset(ERROR_CODES) | PROXY_CODES
 OTHER_CODE = "other"
 ENGINE_CODES = frozenset(ERROR_CODES)  # refusals whose body the quarantine keeps
 
@@ -66,7 +62,6 @@ class ObservabilityExtension:
     def __init__(
         self,
         settings: Settings,
-        engine_provider: Callable[[], Engine] | None = None,
         *,
         clock: Callable[[], float] = time.time,
         worker: int = 0,
@@ -91,16 +86,12 @@ class ObservabilityExtension:
         self.tracer_provider: TracerProvider | None = build_tracer_provider(
             settings.tracing.otlp_endpoint, settings.tracing.service_name
         )
+        # The server's view, from `attach`: the shadow and observe checks use its engine,
+        # so they follow reloads; until then they are not made.
+        self._view: ProxyView | None = None
+        self._shadow_on = settings.shadow
         self._shadow: ShadowChecker | None = None
-        if engine_provider is None and (settings.shadow or settings.mode == "observe"):
-            _, engine = build_engine(settings)
-            engine_provider = lambda: engine  # noqa: E731
-        self._engine_provider = engine_provider
-        # Observe mode can be switched on by a reload: its checker is always at hand.
-        self._checker = ShadowChecker(engine_provider) if engine_provider is not None else None
-        if settings.shadow:
-            self._shadow = self._checker
-        self._client_header = client_header(settings)
+        self._checker: ShadowChecker | None = None
         self._observed: dict[str, dict[str, dict[str, int]]] = {}
         quarantine = settings.quarantine
         self._quarantine_dir = quarantine.dir if quarantine.enabled else None
@@ -120,6 +111,14 @@ class ObservabilityExtension:
         self._closed = False
 
     # -- what the server installs ------------------------------------------------------
+
+    def attach(self, view: ProxyView) -> None:
+        self._view = view
+        # Observe mode can be switched on by a reload: its checker is always at hand.
+        self._checker = ShadowChecker(lambda: view.engine)
+        if self._shadow_on:
+            self._shadow = self._checker
+        self.metrics.set_inflight_provider(lambda: view.inflight)
 
     def server_middlewares(self) -> Sequence[Middleware]:
         if self.tracer_provider is None:
@@ -159,9 +158,6 @@ class ObservabilityExtension:
 
     def on_target(self, target: str, version: str | None) -> None:
         self.metrics.set_target(target, version)
-
-    def set_inflight_provider(self, provider: Callable[[], int]) -> None:
-        self.metrics.set_inflight_provider(provider)
 
     async def close(self) -> None:
         """Write the ledger and flush pending spans; safe to call twice."""
@@ -208,10 +204,13 @@ class ObservabilityExtension:
                         code=record.error_code,
                         field=record.error_field,
                         index=record.error_index,
-                        headers=kept_headers(record.headers, self._client_header),
+                        headers=kept_headers(
+                            record.headers,
+                            self._view.client_header if self._view is not None else None,
+                        ),
                         body=record.body,
                     ),
-                    self._engine_provider() if self._engine_provider is not None else None,
+                    self._view.engine if self._view is not None else None,
                 )
         if record.mode == "observe":
             self._observe(record, client)

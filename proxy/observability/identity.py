@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from proxy.config import ClientSource, ClientSourceKind, parse_client_source
-from proxy.server.hooks import ClientHints
+from proxy.contract import ClientHints
 
 OTHER = "other"
 UNKNOWN = "unknown"

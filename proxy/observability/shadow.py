@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from proxy.contract import EventRecord
 from proxy.envelope import CANONICAL_TARGET, LEGACY_TARGET, Engine
 from proxy.envelope.errors import EnvelopeError
-from proxy.server.hooks import EventRecord
 
 log = logging.getLogger(__name__)
 

@@ -59,7 +59,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.util.http import get_excluded_urls, sanitize_method
 
-from proxy.server.hooks import PROBLEM_CODE, TRACE_HEADERS, EventRecord, TraceHeaders
+from proxy.contract import PROBLEM_CODE, TRACE_HEADERS, EventRecord, TraceHeaders
 from proxy.server.logsafe import printable
 
 TRACES_PATH = "/v1/traces"

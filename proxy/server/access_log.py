@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -26,8 +26,8 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler, Middleware
 from opentelemetry import trace
 
+from proxy.contract import EventRecord, ProxyView
 from proxy.server.exchange import SHAPE_HEADER, TARGET_HEADER
-from proxy.server.hooks import EventRecord
 
 ACCESS_LOGGER = __name__  # proxy.server.access_log: its level can be set on its own
 PASSTHROUGH_ROUTE = "(pass-through)"
@@ -55,6 +55,9 @@ async def _notes_middleware(request: web.Request, handler: Handler) -> web.Strea
 class AccessNotes:
     """The `Extension` that keeps what the access line needs from each event's record."""
 
+    def attach(self, view: ProxyView) -> None:
+        return None
+
     def server_middlewares(self) -> Sequence[Middleware]:
         return (_notes_middleware,)
 
@@ -80,9 +83,6 @@ class AccessNotes:
         return None
 
     def on_target(self, target: str, version: str | None) -> None:
-        return None
-
-    def set_inflight_provider(self, provider: Callable[[], int]) -> None:
         return None
 
     async def close(self) -> None:

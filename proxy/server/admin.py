@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from proxy.config import redacted
-from proxy.server.hooks import Extension
+from proxy.contract import Extension
 from proxy.server.keys import STATE
 from proxy.server.state import ProxyState
 

@@ -1,10 +1,11 @@
 """The proxy application factory: routes, extensions, the upstream session and background tasks.
 
-`create_app(settings, extensions=...)` is what `serve` runs and what tests put behind a
-loopback server. Its start-up opens one shared upstream `ClientSession` (connection pool
-sized by `upstream.pool_size`, no decompression, no cookie jar: a proxy must not mix one
-client's cookies into another's requests), probes the upstream version once before the
-first request, then keeps probing and watching the configuration in the background.
+`create_app(settings, extensions=...)` makes it; `proxy.compose` puts it together with its
+extensions and the admin app for `serve`, the demo and the tests. Its start-up opens one
+shared upstream `ClientSession` (connection pool sized by `upstream.pool_size`, no
+decompression, no cookie jar: a proxy must not mix one client's cookies into another's
+requests), probes the upstream version once before the first request, then keeps probing
+and watching the configuration in the background.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import aiohttp
 from aiohttp import hdrs, web
 
 from proxy.config import Settings
+from proxy.contract import Extension
 from proxy.envelope.ids import SnowflakeMinter
 from proxy.server import events, passthrough, problems
 from proxy.server.access_log import AccessNotes, access_log_kwargs
 from proxy.server.budget import PeerLoad
 from proxy.server.forward import UpstreamError
 from proxy.server.headers import SKIP_AUTO_HEADERS
-from proxy.server.hooks import Extension
 from proxy.server.keys import PEERS, POOLS, STATE, STREAM_SESSION, STREAMS, UPSTREAM_STATS
 from proxy.server.logsafe import ServerLog
 from proxy.server.reload import ConfigReloader
@@ -171,6 +172,4 @@ def create_app(
     app.cleanup_ctx.append(_upstream)
     app.on_shutdown.append(_mark_shutdown)
     app.on_response_prepare.append(_close_when_draining)
-    for ext in extensions:
-        ext.set_inflight_provider(lambda: state.inflight)
     return app

@@ -23,12 +23,12 @@ from typing import Literal
 import orjson
 from aiohttp import hdrs, web
 
+from proxy.contract import TRACE_HEADERS, ClientHints, EventRecord, Outcome
 from proxy.envelope import Conversion, EnvelopeError
 from proxy.server import problems
 from proxy.server.admission import Refusal
 from proxy.server.forward import Answer, UpstreamError
 from proxy.server.headers import event_request_headers
-from proxy.server.hooks import TRACE_HEADERS, ClientHints, EventRecord, Outcome
 from proxy.server.keys import POOLS
 from proxy.server.state import ProxyState, Snapshot
 from proxy.server.upstream import PoolBusy, request_bytes

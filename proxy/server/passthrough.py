@@ -21,13 +21,13 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import hdrs, web
 
+from proxy.contract import TRACE_HEADERS
 from proxy.server import budget, framing, problems
 from proxy.server.forward import UpstreamError, classify, never_sent
 from proxy.server.headers import (
     client_response_headers,
     upstream_request_headers,
 )
-from proxy.server.hooks import TRACE_HEADERS
 from proxy.server.keys import PEERS, STATE, STREAM_SESSION, STREAMS
 from proxy.server.logsafe import printable
 

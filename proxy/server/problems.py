@@ -1,56 +1,66 @@
 """Every problem the server answers, as `application/problem+json` (RFC 9457).
 
-The codes the proxy itself answers with live here; engine refusals (`EnvelopeError`) bring
-their own code, status and title. One function, `problem_body`, builds both kinds of body.
-The codes are public: they appear in problem bodies, in `EventRecord.error_code` and in the
-failure table of docs/shapes-and-errors.md.
+The codes the proxy itself answers with are listed in `proxy.contract` (extensions count
+them) and named here too; engine refusals (`EnvelopeError`) bring their own code, status and
+title. One function, `problem_body`, builds both kinds of body. The codes are public: they
+appear in problem bodies, in `EventRecord.error_code` and in the failure table of
+docs/shapes-and-errors.md.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from proxy.contract import (
+    BAD_REQUEST_LINE,
+    BAD_UPSTREAM_RESPONSE,
+    BODY_TIMEOUT,
+    BODY_TOO_LARGE,
+    CLIENT_ABORTED,
+    HTTP_VERSION_NOT_SUPPORTED,
+    OVERLOADED,
+    PROBLEM_CODE,
+    UNSUPPORTED_MEDIA_TYPE,
+    UNSUPPORTED_TRANSFER_CODING,
+    UPSTREAM_DISCONNECTED,
+    UPSTREAM_REQUEST_FAILED,
+    UPSTREAM_TIMEOUT,
+    UPSTREAM_UNAVAILABLE,
+    ProxyProblem,
+)
 from proxy.envelope import EnvelopeError
-from proxy.server.hooks import PROBLEM_CODE
+
+__all__ = [
+    "BAD_REQUEST_LINE",
+    "BAD_UPSTREAM_RESPONSE",
+    "BODY_TIMEOUT",
+    "BODY_TOO_LARGE",
+    "CLIENT_ABORTED",
+    "HTTP_VERSION_NOT_SUPPORTED",
+    "OVERLOADED",
+    "OVERLOAD_RETRY_AFTER",
+    "PROBLEM_CONTENT_TYPE",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "UNSUPPORTED_TRANSFER_CODING",
+    "UPSTREAM_DISCONNECTED",
+    "UPSTREAM_REQUEST_FAILED",
+    "UPSTREAM_TIMEOUT",
+    "UPSTREAM_UNAVAILABLE",
+    "ProxyProblem",
+    "engine_problem",
+    "overloaded",
+    "problem_body",
+    "problem_response",
+    "proxy_problem",
+    "send_and_close",
+]
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
-
-@dataclass(frozen=True, slots=True)
-class ProxyProblem:
-    """One failure the proxy answers itself (nothing, or nothing complete, reached upstream)."""
-
-    code: str
-    status: int
-    title: str
-
-
-OVERLOADED = ProxyProblem("overloaded", 503, "Too many requests in flight")
-UNSUPPORTED_MEDIA_TYPE = ProxyProblem("unsupported_media_type", 415, "Body must be JSON")
-BODY_TOO_LARGE = ProxyProblem("body_too_large", 413, "Body is larger than allowed")
-BODY_TIMEOUT = ProxyProblem("body_timeout", 408, "Body did not arrive in time")
-CLIENT_ABORTED = ProxyProblem("client_aborted", 400, "Client closed the connection mid-body")
-UNSUPPORTED_TRANSFER_CODING = ProxyProblem(
-    "unsupported_transfer_coding", 501, "Transfer coding not implemented"
-)
-HTTP_VERSION_NOT_SUPPORTED = ProxyProblem(
-    "http_version_not_supported", 505, "HTTP version not supported"
-)
-BAD_REQUEST_LINE = ProxyProblem("bad_request_line", 400, "Request line is not HTTP/1.x")
-UPSTREAM_UNAVAILABLE = ProxyProblem("upstream_unavailable", 502, "Upstream unreachable")
-UPSTREAM_TIMEOUT = ProxyProblem("upstream_timeout", 504, "Upstream did not answer in time")
-BAD_UPSTREAM_RESPONSE = ProxyProblem("bad_upstream_response", 502, "Upstream answer unusable")
-UPSTREAM_DISCONNECTED = ProxyProblem(
-    "upstream_disconnected", 502, "Upstream closed the connection before answering"
-)
-UPSTREAM_REQUEST_FAILED = ProxyProblem(
-    "upstream_request_failed", 502, "The request to the upstream failed"
-)
 
 # Seconds a shed client is told to wait; short, because in-flight requests finish quickly.
 OVERLOAD_RETRY_AFTER = "1"

@@ -27,34 +27,16 @@ from pathlib import Path
 
 from aiohttp import web
 
+from proxy.compose import compose
 from proxy.config import MAX_MACHINE_ID, Settings, redact_url, resolve_machine_id, split_host_port
 from proxy.envelope.ids import SnowflakeMinter
-from proxy.server.admin import create_admin_app
-from proxy.server.app import RELOADER, create_app, server_kwargs
-from proxy.server.hooks import Extension
-from proxy.server.keys import STATE
-from proxy.server.logsafe import ServerLog
+from proxy.server.app import RELOADER
 from proxy.server.state import build_engine
 
 log = logging.getLogger(__name__)
 
 NO_UVLOOP_ENV = "ENVELOPE_PROXY_NO_UVLOOP"
 SECOND_SIGNAL_AFTER = 0.5  # seconds: a stop signal closer to the first one is the same stop
-
-
-def build_extensions(
-    settings: Settings, engine_provider: Callable[[], object], worker: int = 0
-) -> list[Extension]:
-    """The observability extension when that package is part of this copy, else none."""
-    try:
-        from proxy import observability
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("proxy.observability",):
-            raise
-        return []
-    return [
-        observability.build_extension(settings, engine_provider, worker=worker)  # type: ignore[arg-type]
-    ]
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -120,30 +102,24 @@ async def _serve(
     worker: int,
     reuse_port: bool,
 ) -> int:
-    holder: dict[str, web.Application] = {}
     if worker > 0:  # only worker 0 serves /clients, so only it keeps the ledger file
         clients = settings.clients.model_copy(update={"state_file": None})
         settings = settings.model_copy(update={"clients": clients})
-    extensions = build_extensions(
-        settings, lambda: holder["app"][STATE].snapshot.engine, worker=worker
-    )
     machine_id = worker_machine_id(settings, worker)
-    app = create_app(
+    proxy = compose(
         settings,
-        extensions=extensions,
+        worker=worker,
         config_file=config_file,
         reload_from=reload_from,
         minter=SnowflakeMinter(machine_id),
     )
-    holder["app"] = app
+    app = proxy.app
     signals = _Signals(app)  # before listening, so no early signal takes the default action
     lifecycle = settings.lifecycle
     runner = web.AppRunner(
-        app, shutdown_timeout=lifecycle.shutdown_timeout_seconds, **server_kwargs(settings)
+        app, shutdown_timeout=lifecycle.shutdown_timeout_seconds, **proxy.app_kwargs
     )
-    admin_runner = web.AppRunner(
-        create_admin_app(app), access_log=None, shutdown_timeout=1.0, logger=ServerLog()
-    )
+    admin_runner = web.AppRunner(proxy.admin, shutdown_timeout=1.0, **proxy.admin_kwargs)
     await runner.setup()
     host, port = split_host_port(settings.listen)
     try:
@@ -174,7 +150,7 @@ async def _serve(
     gc.set_threshold(50_000, 20, 20)
 
     await signals.stop.wait()
-    state = app[STATE]
+    state = proxy.state
     state.draining = True
     drain = state.snapshot.settings.lifecycle.drain_seconds
     log.info("shutting down: not ready; serving for %.1f s more, then closing the listener", drain)

@@ -3,6 +3,7 @@
 A `Snapshot` bundles everything a request depends on (settings, rules, engine, the current
 target and upstream version). It is immutable; a probe result or a config reload builds a
 new one and swaps a single reference, so a request keeps the snapshot it started with.
+Extensions read the state through a `StateView`, given to each once, when the state is made.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from aiohttp.web import BaseRequest
 from yarl import URL
 
 from proxy.config import Settings, engine_options, parse_client_source, resolve_machine_id
+from proxy.contract import Extension
 from proxy.envelope import CANONICAL_TARGET, LEGACY_TARGET, Engine, Rules, load_rules
 from proxy.envelope.ids import SnowflakeMinter
-from proxy.server.hooks import Extension
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,9 @@ class ProxyState:
         self.shutdown_cutoff: float | None = None
         self.cut_off = False  # True once the cutoff passed: exchanges still open answer 504
         self.started_at = time.time()
+        view = StateView(self)
+        for ext in self.extensions:
+            ext.attach(view)
         self._announce(None)
 
     def past_cutoff(self) -> bool:
@@ -214,3 +218,24 @@ class ProxyState:
         )
         for ext in self.extensions:
             ext.on_target(current.target, current.upstream_version)
+
+
+class StateView:
+    """The `ProxyView` extensions are given: read-only, and always of the current snapshot."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: ProxyState) -> None:
+        self._state = state
+
+    @property
+    def engine(self) -> Engine:
+        return self._state.snapshot.engine
+
+    @property
+    def inflight(self) -> int:
+        return self._state.inflight
+
+    @property
+    def client_header(self) -> str | None:
+        return self._state.snapshot.client_header

@@ -1,9 +1,9 @@
 """The proxy with its real observability extension in front of the emulator, for the
 cutover-safety tests (rejection metrics, quarantine, observe mode, replay).
 
-Everything is a real server on loopback: the emulator as upstream, the proxy app with
-`build_extension`, its admin app. `CutoverStack` reads metrics, `/clients`, `/rejections`
-and what the emulator stored (exact bytes).
+Everything is a real server on loopback: the emulator as upstream, the proxy as `compose`
+makes it (with the observability extension), its admin app. `CutoverStack` reads metrics,
+`/clients`, `/rejections` and what the emulator stored (exact bytes).
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ import orjson
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.compose import compose
 from proxy.config import Settings
 from proxy.emulator import create_emulator_app
-from proxy.observability import ObservabilityExtension, build_extension
-from proxy.server.admin import create_admin_app
-from proxy.server.app import RELOADER, create_app, server_kwargs
-from proxy.server.keys import STATE
+from proxy.observability import ObservabilityExtension
+from proxy.server.app import RELOADER
 from proxy.server.state import ProxyState
-from tests.functional.server_support import ServerFactory
+from tests.functional.server_support import ServerFactory, base_url, serve_composed
 
 JSON = {"Content-Type": "application/json"}
 
@@ -109,18 +108,10 @@ async def start_cutover_stack(
     upstream_server = await aiohttp_server(create_emulator_app(profile, fast=True))
     upstream = str(upstream_server.make_url("")).rstrip("/")
     settings = settings_with(config, upstream)
-    holder: list[Any] = []
-    ext = build_extension(settings, engine_provider=lambda: holder[0][STATE].snapshot.engine)
-    app = create_app(settings, extensions=[ext], reload_from=reload_from)
-    holder.append(app)
-    proxy = await aiohttp_server(app, **server_kwargs(settings))
-    admin = await aiohttp_server(create_admin_app(app))
+    proxy = compose(settings, reload_from=reload_from)
+    (ext,) = proxy.extensions
+    assert isinstance(ext, ObservabilityExtension)
+    server, admin = await serve_composed(aiohttp_server, proxy)
     return CutoverStack(
-        upstream,
-        str(proxy.make_url("")).rstrip("/"),
-        str(admin.make_url("")).rstrip("/"),
-        ext,
-        app[STATE],
-        session,
-        app,
+        upstream, base_url(server), base_url(admin), ext, proxy.state, session, proxy.app
     )

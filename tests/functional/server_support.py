@@ -1,7 +1,7 @@
 """Shared pieces for the proxy server's functional tests: real loopback servers, no mocks.
 
 `start_stack` runs the emulator as upstream and the proxy app (plus its admin app) behind
-aiohttp test servers; `Recorder` is a real `hooks.Extension` that keeps what the server
+aiohttp test servers; `Recorder` is a real `contract.Extension` that keeps what the server
 told it, so tests can assert on `EventRecord`s.
 """
 
@@ -26,13 +26,12 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from proxy.compose import Composed, compose
 from proxy.config import Settings, load_settings
+from proxy.contract import EventRecord, ProxyView
 from proxy.emulator import create_emulator_app
 from proxy.envelope.ids import SnowflakeMinter
-from proxy.server.admin import create_admin_app
-from proxy.server.app import create_app, server_kwargs
-from proxy.server.hooks import EventRecord
-from proxy.server.keys import STATE, UPSTREAM_STATS
+from proxy.server.keys import UPSTREAM_STATS
 from proxy.server.state import ProxyState
 from proxy.server.upstream import UpstreamStats
 from tests.samples import REPO_ROOT
@@ -53,7 +52,7 @@ class Recorder:
         self.reloads: list[bool] = []
         self.targets: list[tuple[str, str | None]] = []
         self.passthrough: list[tuple[int, float]] = []
-        self.inflight: Callable[[], int] | None = None
+        self.view: ProxyView | None = None
         self.closed = False
         self.stats = UpstreamStats()  # the event client's, once the proxy app is built
 
@@ -66,6 +65,9 @@ class Recorder:
     def connections(self) -> int:
         """Upstream connections the event client opened."""
         return self.stats.connections
+
+    def attach(self, view: ProxyView) -> None:
+        self.view = view
 
     def server_middlewares(self) -> Sequence[Any]:
         return ()
@@ -90,9 +92,6 @@ class Recorder:
 
     def on_target(self, target: str, version: str | None) -> None:
         self.targets.append((target, version))
-
-    def set_inflight_provider(self, provider: Callable[[], int]) -> None:
-        self.inflight = provider
 
     async def close(self) -> None:
         self.closed = True
@@ -195,6 +194,21 @@ def as_served(server: TestServer) -> None:
     server.runner.server.handler_cancellation = False
 
 
+def base_url(server: TestServer) -> str:
+    return str(server.make_url("")).rstrip("/")
+
+
+async def serve_composed(
+    aiohttp_server: ServerFactory, proxy: Composed
+) -> tuple[TestServer, TestServer]:
+    """A composed proxy and its admin app behind loopback test servers, served as `serve`
+    serves them: (proxy server, admin server)."""
+    server = await aiohttp_server(proxy.app, **proxy.app_kwargs)
+    as_served(server)
+    admin = await aiohttp_server(proxy.admin, **proxy.admin_kwargs)
+    return server, admin
+
+
 async def start_proxy(
     aiohttp_server: ServerFactory,
     settings: Settings,
@@ -205,23 +219,16 @@ async def start_proxy(
     minter: SnowflakeMinter | None = None,
 ) -> tuple[str, str, ProxyState, Recorder]:
     recorder = recorder or Recorder()
-    app = create_app(
+    proxy = compose(
         settings,
         extensions=[recorder],
         config_file=config_file,
         reload_from=reload_from,
         minter=minter,
     )
-    recorder.stats = app[UPSTREAM_STATS]
-    server = await aiohttp_server(app, **server_kwargs(settings))
-    as_served(server)
-    admin = await aiohttp_server(create_admin_app(app))
-    return (
-        str(server.make_url("")).rstrip("/"),
-        str(admin.make_url("")).rstrip("/"),
-        app[STATE],
-        recorder,
-    )
+    recorder.stats = proxy.app[UPSTREAM_STATS]
+    server, admin = await serve_composed(aiohttp_server, proxy)
+    return base_url(server), base_url(admin), proxy.state, recorder
 
 
 async def start_stack(

@@ -1,6 +1,6 @@
 """Observability through the real proxy: spans found by event id, metrics and the sunset ledger.
 
-Real traffic goes client -> proxy (`create_app` with the observability extension) -> a
+Real traffic goes client -> proxy (`compose` with the observability extension) -> a
 loopback upstream; spans are read from a real OTLP/HTTP receiver, metrics by scraping the
 admin `/metrics`, the ledger from admin `/clients`.
 """
@@ -20,13 +20,11 @@ from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.cli import main
+from proxy.compose import compose
 from proxy.config import Settings
 from proxy.emulator import create_emulator_app
-from proxy.observability import ObservabilityExtension, build_extension
-from proxy.server.admin import create_admin_app
-from proxy.server.app import create_app, server_kwargs
-from proxy.server.keys import STATE
-from tests.functional.server_support import as_served
+from proxy.observability import ObservabilityExtension
+from tests.functional.server_support import serve_composed
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.samples import sample_bytes
 
@@ -155,14 +153,11 @@ async def start_stack(
     settings = Settings.model_validate(
         {**config, "upstream": {**config.get("upstream", {}), "url": url}}
     )
-    holder: list[web.Application] = []
-    ext = build_extension(settings, engine_provider=lambda: holder[0][STATE].snapshot.engine)
-    app = create_app(settings, extensions=[ext])
-    holder.append(app)
-    proxy = await aiohttp_server(app, **server_kwargs(settings))
-    as_served(proxy)
-    admin = await aiohttp_server(create_admin_app(app))
-    return Stack(proxy, admin, upstream, ext)
+    proxy = compose(settings)
+    (ext,) = proxy.extensions
+    assert isinstance(ext, ObservabilityExtension)
+    server, admin = await serve_composed(aiohttp_server, proxy)
+    return Stack(server, admin, upstream, ext)
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.config import Settings
+from proxy.contract import ClientHints, EventRecord
 from proxy.envelope import Engine, EngineOptions, load_rules
 from proxy.observability import ObservabilityExtension, build_extension
-from proxy.server.hooks import ClientHints, EventRecord
+from tests.fixed_view import FixedView
 from tests.samples import sample_bytes
 
 RULES = load_rules()  # read once, before any event loop runs
@@ -86,6 +87,7 @@ async def test_valid_traffic_shadows_ok_against_the_other_target(
 ) -> None:
     """A body that converts for the live target also converts and validates for the other one."""
     ext = build_extension(Settings(shadow=True))
+    ext.attach(FixedView(Engine(RULES, EngineOptions())))
     record = replace(BASE, body=sample_bytes(sample), shape=shape, target=target, path=path)
     ext.on_event(record)
     ext.on_event(record)
@@ -98,7 +100,8 @@ async def test_valid_traffic_shadows_ok_against_the_other_target(
 async def test_failures_are_counted_by_code_and_kept_per_client(aiohttp_client: Any) -> None:
     """A body the shadow engine refuses counts its error code and shows under the client."""
     strict = Engine(RULES, EngineOptions(max_depth=1))
-    ext = build_extension(Settings(shadow=True), engine_provider=lambda: strict)
+    ext = build_extension(Settings(shadow=True))
+    ext.attach(FixedView(strict))
     ext.on_event(replace(BASE, body=sample_bytes("rust_event_request__v1_legacy_full")))
     ext.on_event(replace(BASE, body=sample_bytes("rust_event_request__minimal_defaults")))
     metrics, clients = await scrape(ext, aiohttp_client)
@@ -111,17 +114,14 @@ async def test_failures_are_counted_by_code_and_kept_per_client(aiohttp_client: 
     assert failures["too_deep"]["count"] == 1
 
 
-async def test_the_engine_provider_is_asked_every_time(aiohttp_client: Any) -> None:
-    """After a reload the server's new engine is used: the provider is called per check."""
-    engines = [
-        Engine(RULES, EngineOptions()),
-        Engine(RULES, EngineOptions(max_depth=1)),
-    ]
-    current = [engines[0]]
-    ext = build_extension(Settings(shadow=True), engine_provider=lambda: current[0])
+async def test_the_view_is_asked_for_the_engine_every_time(aiohttp_client: Any) -> None:
+    """After a reload the server's new engine is used: the view is read per check."""
+    view = FixedView(Engine(RULES, EngineOptions()))
+    ext = build_extension(Settings(shadow=True))
+    ext.attach(view)
     body = sample_bytes("rust_event_request__v1_legacy_full")
     ext.on_event(replace(BASE, body=body))
-    current[0] = engines[1]
+    view.engine = Engine(RULES, EngineOptions(max_depth=1))
     ext.on_event(replace(BASE, body=body))
     counts = shadow_counts((await scrape(ext, aiohttp_client))[0])
     assert counts == {("svc", "event_request", "ok"): 1, ("svc", "event_request", "too_deep"): 1}
@@ -130,10 +130,16 @@ async def test_the_engine_provider_is_asked_every_time(aiohttp_client: Any) -> N
 async def test_refused_requests_and_a_broken_engine_never_raise(aiohttp_client: Any) -> None:
     """Rejected requests are not shadowed; an engine crash counts `internal_error`, never raises."""
 
-    def broken() -> Engine:
-        raise RuntimeError("engine unavailable")
+    class BrokenView:
+        inflight = 0
+        client_header = None
 
-    ext = build_extension(Settings(shadow=True), engine_provider=broken)
+        @property
+        def engine(self) -> Engine:
+            raise RuntimeError("engine unavailable")
+
+    ext = build_extension(Settings(shadow=True))
+    ext.attach(BrokenView())
     ext.on_event(replace(BASE, outcome="rejected", error_code="invalid_json", body=b"{"))
     ext.on_event(replace(BASE, body=sample_bytes("rust_event_request__v1_legacy_full")))
     metrics, _ = await scrape(ext, aiohttp_client)

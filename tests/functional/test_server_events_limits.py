@@ -34,8 +34,8 @@ async def test_over_the_inflight_limit_is_503_overloaded(
     await stack.fault(delay_seconds=1.5)  # wide: the next request must find the slot taken
     slow = asyncio.create_task(stack.post("/api/events", EMIT_REQUEST))
     await wait_for(lambda: stack.state.inflight == 1)
-    assert stack.recorder.inflight is not None
-    assert stack.recorder.inflight() == 1
+    assert stack.recorder.view is not None
+    assert stack.recorder.view.inflight == 1
     response, answer = await stack.post("/api/events", EMIT_REQUEST)
     assert response.status == 503
     assert response.headers["Retry-After"] == "1"

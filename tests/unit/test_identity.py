@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.config import Settings
+from proxy.contract import ClientHints
 from proxy.observability.identity import (
     MAX_IDENTITY_LENGTH,
     OTHER,
@@ -12,7 +13,6 @@ from proxy.observability.identity import (
     ClientIdentifier,
     clean,
 )
-from proxy.server.hooks import ClientHints
 from proxy.server.state import client_header
 
 DEFAULT_SOURCES = ("header:X-NoETL-Client", "worker_id", "user_agent", "peer")

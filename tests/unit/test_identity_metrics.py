@@ -13,10 +13,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from proxy.config import Settings
+from proxy.contract import ClientHints, EventRecord
+from proxy.envelope import Engine, EngineOptions, load_rules
 from proxy.observability import ObservabilityExtension, build_extension
 from proxy.observability.identity import MAX_IDENTITY_LENGTH, OTHER
-from proxy.server.hooks import ClientHints, EventRecord
+from tests.fixed_view import FixedView
 
+RULES = load_rules()  # read once, before any event loop runs
 BASE = EventRecord(
     path="/api/events",
     hints=ClientHints(header=None, user_agent="noetl-worker/2.1", peer="127.0.0.1"),
@@ -136,8 +139,8 @@ async def test_target_reload_and_inflight_gauges(
     extension.on_reload(True)
     extension.on_reload(False)
     extension.on_reload(False)
-    inflight = [7]
-    extension.set_inflight_provider(lambda: inflight[0])
+    view = FixedView(Engine(RULES, EngineOptions()), inflight=7)
+    extension.attach(view)
     text = await scrape(extension, aiohttp_client)
     (info,) = samples(text, "envelope_proxy_upstream_target_info")
     assert info.labels == {"target": "executor_event", "version": "3.83.1"}
@@ -148,7 +151,7 @@ async def test_target_reload_and_inflight_gauges(
     assert reloads == {"ok": 1, "failed": 2}
     (gauge,) = samples(text, "envelope_proxy_inflight_requests")
     assert gauge.value == 7
-    inflight[0] = 2
+    view.inflight = 2
     (gauge,) = samples(await scrape(extension, aiohttp_client), "envelope_proxy_inflight_requests")
     assert gauge.value == 2
 

@@ -16,9 +16,9 @@ from aiohttp.test_utils import TestServer
 
 from proxy.cli import main
 from proxy.config import Settings
+from proxy.contract import ClientHints, EventRecord
 from proxy.ledger_commands import PARTIAL_WARNING, render
 from proxy.observability import ObservabilityExtension, build_extension
-from proxy.server.hooks import ClientHints, EventRecord
 
 BASE = EventRecord(
     path="/api/events",
