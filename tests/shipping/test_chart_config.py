@@ -227,17 +227,21 @@ def test_machine_id_is_auto_by_default_so_each_pod_mints_its_own(
 
 @pytest.mark.parametrize("values", [{}, STANDALONE], ids=["sidecar", "standalone"])
 def test_log_values_reach_the_proxy_config(values: dict[str, Any], tmp_path: Path) -> None:
-    """`log.format`, `log.level` and `log.access` become the config's log section."""
+    """`log.format`, `.level`, `.access` and `.levels` become the config's log section."""
     assert (
         load_settings_from(config_yaml(render(values)), tmp_path).log == proxy.config.LogSettings()
     )
-    chosen = merge_values(values, {"log": {"format": "json", "level": "warning", "access": True}})
+    levels = {"proxy.server.reload": "debug", "aiohttp": "error"}
+    chosen = merge_values(
+        values, {"log": {"format": "json", "level": "warning", "access": True, "levels": levels}}
+    )
     settings = load_settings_from(config_yaml(render(chosen)), tmp_path)
     assert (settings.log.format, settings.log.level, settings.log.access) == (
         "json",
         "warning",
         True,
     )
+    assert settings.log.levels == levels
 
 
 def mebibytes(quantity: str) -> float:

@@ -42,7 +42,7 @@ Exported (argument: dict "root" $ "values" <envelope-proxy values>, see _helpers
 {{- end -}}
 {{- $_ = set $cfg "tracing" $tracing -}}
 {{- $log := $v.log | default dict -}}
-{{- $_ = set $cfg "log" (dict "format" ($log.format | default "text") "level" ($log.level | default "info") "access" (eq (toString $log.access) "true")) -}}
+{{- $_ = set $cfg "log" (dict "format" ($log.format | default "text") "level" ($log.level | default "info") "access" (eq (toString $log.access) "true") "levels" ($log.levels | default dict)) -}}
 {{- toYaml $cfg -}}
 {{- end -}}
 
