@@ -37,9 +37,12 @@ worker measures, each with a new client and a short warm-up that opens its conne
 - c32 and c64: 32 and 64 tasks sending back to back over a pool of 32 and 64
   connections for `--seconds`: req/s and CPU µs per request.
 
-Rounds rotate the order of the clients (the machine is shared and noisy); the report
-gives medians over the rounds, and the ratios to `UpstreamPool` of the same round
-(median over the rounds).
+Rounds rotate the order of the clients (the machine is shared and noisy). The report gives
+medians over the rounds; for req/s also the best round (other work on the machine only
+slows a round down); the worker's CPU share at c64 (`busy`: well below 100 % it waited, for
+answers or for its CPU); and the ratios to `UpstreamPool`: the median of the same-round
+ratios for latency and CPU, best against best for req/s. CPU per request is the figure
+that carries over from one run to the next.
 """
 
 from __future__ import annotations
