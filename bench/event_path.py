@@ -101,6 +101,21 @@ def sample_body(samples: Path) -> bytes:
     return json.dumps(json.loads((samples / SAMPLE).read_bytes()), separators=(",", ":")).encode()
 
 
+def start_nginx(binary: str, work: Path, cpus: Sequence[int] | None, started: list[Child]) -> int:
+    """Start nginx as the stub upstream (its files under `work/nginx`); returns its port."""
+    nginx_dir = work / "nginx"
+    nginx_dir.mkdir()
+    port = free_port()
+    conf = nginx_dir / "nginx.conf"
+    conf.write_text(
+        _NGINX_CONF.format(dir=nginx_dir, host=LOOPBACK, port=port, answer=ANSWER, health=HEALTH)
+    )
+    nginx = Child("nginx", [binary, "-c", str(conf)], log_dir=work, cpus=cpus)
+    started.append(nginx)
+    nginx.wait_for_port(port)
+    return port
+
+
 def _latency_us(text: str) -> float:
     match = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
     if not match:
@@ -158,17 +173,7 @@ class Bench:
         return child
 
     def start(self) -> None:
-        nginx_dir = self.work / "nginx"
-        nginx_dir.mkdir()
-        up_port = free_port()
-        conf = nginx_dir / "nginx.conf"
-        conf.write_text(
-            _NGINX_CONF.format(
-                dir=nginx_dir, host=LOOPBACK, port=up_port, answer=ANSWER, health=HEALTH
-            )
-        )
-        nginx = self._start("nginx", [self.args.nginx, "-c", str(conf)], self.other_cpus)
-        nginx.wait_for_port(up_port)
+        up_port = start_nginx(self.args.nginx, self.work, self.other_cpus, self.started)
         upstream = f"http://{LOOPBACK}:{up_port}"
 
         self.sink_port = free_port()
