@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from proxy.envelope import Engine
 
 Outcome = Literal["forwarded", "upstream_rejected", "upstream_failed", "rejected"]
+Kind = Literal["event", "batch"]  # the endpoint: /api/events or /api/events/batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,7 @@ class EventRecord:
     mode: Literal["enforce", "observe"] = "enforce"
     # Observe mode: the code enforce mode would have refused the body with (None: accepted).
     would_refuse: str | None = None
+    kind: Kind = "event"
 
 
 @dataclass(frozen=True, slots=True)

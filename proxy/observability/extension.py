@@ -200,6 +200,7 @@ class ObservabilityExtension:
                         received_at=now,
                         client=client,
                         path=record.path,
+                        kind=record.kind,
                         target=record.target,
                         code=record.error_code,
                         field=record.error_field,
@@ -239,7 +240,7 @@ class ObservabilityExtension:
         results = {record.target: record.would_refuse or "ok"}
         other = OTHER_TARGET.get(record.target)
         if other is not None and self._checker is not None and record.body:
-            results[other] = self._checker.result(record.body, record.path, other)
+            results[other] = self._checker.result(record.body, record.kind, other)
         per_client = self._observed.setdefault(client, {})
         for target, result in results.items():
             self.metrics.observe_would(client, target, result)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from proxy.contract import EventRecord
+from proxy.contract import EventRecord, Kind
 from proxy.envelope import CANONICAL_TARGET, LEGACY_TARGET, Engine
 from proxy.envelope.errors import EnvelopeError
 
@@ -38,14 +38,14 @@ class ShadowChecker:
         other = OTHER_TARGET.get(record.target)
         if other is None or record.shape is None or record.outcome == "rejected":
             return None
-        return other, self.result(record.body, record.path, other)
+        return other, self.result(record.body, record.kind, other)
 
-    def result(self, body: bytes, path: str, target: str) -> str:
-        """`ok` when `body` (sent to `path`) converts to `target` and validates, else the
-        error code; also what observe mode reports for each target."""
+    def result(self, body: bytes, kind: Kind, target: str) -> str:
+        """`ok` when `body` (sent to the `kind` endpoint) converts to `target` and validates,
+        else the error code; also what observe mode reports for each target."""
         try:
             engine = self._engine_provider()
-            batch = path.rstrip("/").endswith("/batch")
+            batch = kind == "batch"
             if batch:
                 converted = engine.convert_batch(body, target)
             else:

@@ -72,6 +72,7 @@ class Refusal:
     received_at: float
     client: str
     path: str
+    kind: str  # event | batch: the endpoint it was sent to
     target: str
     code: str
     field: str | None
@@ -87,7 +88,7 @@ def record_data(refusal: Refusal, shape: str | None) -> dict[str, Any]:
         "received_at": iso_time(refusal.received_at),
         "client": refusal.client,
         "path": refusal.path,
-        "kind": kind_of(refusal.path),
+        "kind": refusal.kind,
         "shape": shape,
         "target": refusal.target,
         "code": refusal.code,
@@ -97,10 +98,6 @@ def record_data(refusal: Refusal, shape: str | None) -> dict[str, Any]:
         "size": len(refusal.body),
         "body_b64": base64.b64encode(refusal.body).decode("ascii"),
     }
-
-
-def kind_of(path: str) -> str:
-    return "batch" if path.rstrip("/").endswith("/batch") else "event"
 
 
 def body_of(record: Mapping[str, Any]) -> bytes:

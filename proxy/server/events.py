@@ -19,11 +19,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
 
+from proxy.contract import Kind
 from proxy.envelope import EnvelopeError
 from proxy.server import admission, budget, problems
 from proxy.server.admission import Refusal
 from proxy.server.budget import Ticket
-from proxy.server.exchange import Exchange, Kind, as_received
+from proxy.server.exchange import Exchange, as_received
 from proxy.server.keys import PEERS, STATE
 
 

@@ -18,12 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Literal
 
 import orjson
 from aiohttp import hdrs, web
 
-from proxy.contract import TRACE_HEADERS, ClientHints, EventRecord, Outcome
+from proxy.contract import TRACE_HEADERS, ClientHints, EventRecord, Kind, Outcome
 from proxy.envelope import Conversion, EnvelopeError
 from proxy.server import problems
 from proxy.server.admission import Refusal
@@ -37,8 +36,6 @@ log = logging.getLogger(__name__)
 
 SHAPE_HEADER = "X-Envelope-Shape"
 TARGET_HEADER = "X-Envelope-Target"
-
-Kind = Literal["event", "batch"]
 
 
 def stored_ids(answer: Answer) -> tuple[str, ...]:
@@ -232,6 +229,7 @@ class Exchange:
             headers=headers,
             mode="observe" if observing else "enforce",
             would_refuse=refusal.code if refusal and observing else None,
+            kind=self.kind,
         )
         for ext in extensions:
             ext.on_event(record)

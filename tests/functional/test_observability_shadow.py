@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.config import Settings
-from proxy.contract import ClientHints, EventRecord
+from proxy.contract import ClientHints, EventRecord, Kind
 from proxy.envelope import Engine, EngineOptions, load_rules
 from proxy.observability import ObservabilityExtension, build_extension
 from tests.fixed_view import FixedView
@@ -88,7 +88,10 @@ async def test_valid_traffic_shadows_ok_against_the_other_target(
     """A body that converts for the live target also converts and validates for the other one."""
     ext = build_extension(Settings(shadow=True))
     ext.attach(FixedView(Engine(RULES, EngineOptions())))
-    record = replace(BASE, body=sample_bytes(sample), shape=shape, target=target, path=path)
+    kind: Kind = "batch" if path.endswith("/batch") else "event"
+    record = replace(
+        BASE, body=sample_bytes(sample), shape=shape, target=target, path=path, kind=kind
+    )
     ext.on_event(record)
     ext.on_event(record)
     metrics, clients = await scrape(ext, aiohttp_client)

@@ -16,6 +16,7 @@ def refusal(n: int, body: bytes | None = None, client: str = "c") -> Refusal:
         received_at=1_764_000_000.0 + n,
         client=client,
         path="/api/events",
+        kind="event",
         target="executor_event",
         code="unknown_shape",
         field=None,
