@@ -13,7 +13,6 @@ import contextlib
 import json
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,16 +21,10 @@ from typing import Any
 import aiohttp
 
 from tests.functional.server_support import ServeProcess
+from tests.loopback import free_port
 
 PROMETHEUS = shutil.which("prometheus")
 JOB = "envelope-proxy"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def poll(check: Callable[[], Awaitable[bool]], what: str, within: float = 20.0) -> None:

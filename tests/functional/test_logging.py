@@ -180,27 +180,26 @@ async def test_text_access_line_says_each_field_once(
 
 
 async def test_access_line_names_the_server_span_when_tracing_is_on(
-    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, receiver: OtlpReceiver
 ) -> None:
     """With tracing on, an event's access line carries its server span's trace and span ids."""
     upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
-    with OtlpReceiver() as receiver:
-        serve = await serve_logging(
-            upstream,
-            ENVELOPE_PROXY_LOG__FORMAT="json",
-            ENVELOPE_PROXY_LOG__ACCESS="true",
-            ENVELOPE_PROXY_TRACING__OTLP_ENDPOINT=receiver.endpoint,
-        )
-        try:
-            async with session.post(
-                serve.proxy + "/api/events", data=WORKER_EVENT, headers=JSON
-            ) as response:
-                assert response.status == 200
-            serve.signal(signal.SIGTERM)
-            assert await serve.wait() == 0
-        finally:
-            await serve.stop()
-        spans = await receiver.wait_for(lambda s: any(x.kind == "SERVER" for x in s))
+    serve = await serve_logging(
+        upstream,
+        ENVELOPE_PROXY_LOG__FORMAT="json",
+        ENVELOPE_PROXY_LOG__ACCESS="true",
+        ENVELOPE_PROXY_TRACING__OTLP_ENDPOINT=receiver.endpoint,
+    )
+    try:
+        async with session.post(
+            serve.proxy + "/api/events", data=WORKER_EVENT, headers=JSON
+        ) as response:
+            assert response.status == 200
+        serve.signal(signal.SIGTERM)
+        assert await serve.wait() == 0
+    finally:
+        await serve.stop()
+    spans = await receiver.wait_for(lambda s: any(x.kind == "SERVER" for x in s))
     [server] = [span for span in spans if span.kind == "SERVER"]
     records = [orjson.loads(line) for line in serve.lines if line.strip()]
     [access] = [r for r in records if r["logger"] == "proxy.server.access_log"]

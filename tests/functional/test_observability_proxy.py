@@ -8,7 +8,6 @@ admin `/metrics`, the ledger from admin `/clients`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,17 +33,6 @@ SECRET = "do-not-record-me"
 EMIT_REQUEST = (
     b'{"execution_id": "478775660589088776", "event_type": "step.enter",'
     b' "node_name": "fetch", "node_type": "python", "catalog_id": "478775660589088001"}'
-)
-OTEL_VARS = (
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_SERVICE_NAME",
-    "OTEL_RESOURCE_ATTRIBUTES",
-    "OTEL_TRACES_SAMPLER",
-    "OTEL_TRACES_SAMPLER_ARG",
-    "OTEL_SDK_DISABLED",
-    "OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS",
-    "OTEL_SEMCONV_STABILITY_OPT_IN",
 )
 
 
@@ -124,16 +112,7 @@ class Stack:
         return await receiver.wait_for(lambda s: len(s) >= count)
 
 
-@pytest.fixture(autouse=True)
-def clean_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in OTEL_VARS:
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    with OtlpReceiver() as rx:
-        yield rx
+pytestmark = pytest.mark.usefixtures("clean_otel_env")
 
 
 async def start_stack(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -12,30 +11,20 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.config import Settings
-from proxy.contract import ClientHints, EventRecord, Kind
+from proxy.contract import EventRecord, Kind
 from proxy.envelope import Engine, EngineOptions, load_rules
 from proxy.observability import ObservabilityExtension, build_extension
+from tests.builders import client_hints, event_record
 from tests.fixed_view import FixedView
 from tests.samples import sample_bytes
 
 RULES = load_rules()  # read once, before any event loop runs
-BASE = EventRecord(
-    path="/api/events",
-    hints=ClientHints(header="svc", user_agent=None, peer="127.0.0.1"),
-    worker_id=None,
-    shape="event_request",
-    target="executor_event",
-    upstream_version="2.19.1",
-    outcome="forwarded",
-    error_code=None,
-    upstream_status=200,
-    execution_id=None,
-    request_event_id=None,
-    stored_event_ids=(),
-    batch_size=None,
-    upstream_seconds=0.001,
-    body=b"{}",
-)
+
+
+def from_svc(**overrides: Any) -> EventRecord:
+    """An `event_request` body the client `svc` sent (the label the counts are keyed by)."""
+    fields: dict[str, Any] = {"hints": client_hints(header="svc"), "shape": "event_request"}
+    return event_record(**(fields | overrides))
 
 
 async def scrape(ext: ObservabilityExtension, aiohttp_client: Any) -> tuple[str, dict[str, Any]]:
@@ -89,9 +78,7 @@ async def test_valid_traffic_shadows_ok_against_the_other_target(
     ext = build_extension(Settings(shadow=True))
     ext.attach(FixedView(Engine(RULES, EngineOptions())))
     kind: Kind = "batch" if path.endswith("/batch") else "event"
-    record = replace(
-        BASE, body=sample_bytes(sample), shape=shape, target=target, path=path, kind=kind
-    )
+    record = from_svc(body=sample_bytes(sample), shape=shape, target=target, path=path, kind=kind)
     ext.on_event(record)
     ext.on_event(record)
     metrics, clients = await scrape(ext, aiohttp_client)
@@ -105,8 +92,8 @@ async def test_failures_are_counted_by_code_and_kept_per_client(aiohttp_client: 
     strict = Engine(RULES, EngineOptions(max_depth=1))
     ext = build_extension(Settings(shadow=True))
     ext.attach(FixedView(strict))
-    ext.on_event(replace(BASE, body=sample_bytes("rust_event_request__v1_legacy_full")))
-    ext.on_event(replace(BASE, body=sample_bytes("rust_event_request__minimal_defaults")))
+    ext.on_event(from_svc(body=sample_bytes("rust_event_request__v1_legacy_full")))
+    ext.on_event(from_svc(body=sample_bytes("rust_event_request__minimal_defaults")))
     metrics, clients = await scrape(ext, aiohttp_client)
     assert shadow_counts(metrics) == {
         ("svc", "event_request", "too_deep"): 1,
@@ -123,9 +110,9 @@ async def test_the_view_is_asked_for_the_engine_every_time(aiohttp_client: Any) 
     ext = build_extension(Settings(shadow=True))
     ext.attach(view)
     body = sample_bytes("rust_event_request__v1_legacy_full")
-    ext.on_event(replace(BASE, body=body))
+    ext.on_event(from_svc(body=body))
     view.engine = Engine(RULES, EngineOptions(max_depth=1))
-    ext.on_event(replace(BASE, body=body))
+    ext.on_event(from_svc(body=body))
     counts = shadow_counts((await scrape(ext, aiohttp_client))[0])
     assert counts == {("svc", "event_request", "ok"): 1, ("svc", "event_request", "too_deep"): 1}
 
@@ -143,8 +130,8 @@ async def test_refused_requests_and_a_broken_engine_never_raise(aiohttp_client: 
 
     ext = build_extension(Settings(shadow=True))
     ext.attach(BrokenView())
-    ext.on_event(replace(BASE, outcome="rejected", error_code="invalid_json", body=b"{"))
-    ext.on_event(replace(BASE, body=sample_bytes("rust_event_request__v1_legacy_full")))
+    ext.on_event(from_svc(outcome="rejected", error_code="invalid_json", body=b"{"))
+    ext.on_event(from_svc(body=sample_bytes("rust_event_request__v1_legacy_full")))
     metrics, _ = await scrape(ext, aiohttp_client)
     assert shadow_counts(metrics) == {("svc", "event_request", "internal_error"): 1}
     events = [
@@ -159,6 +146,6 @@ async def test_refused_requests_and_a_broken_engine_never_raise(aiohttp_client: 
 async def test_shadow_off_records_nothing(aiohttp_client: Any) -> None:
     """Without `shadow: true` there is no shadow series at all."""
     ext = build_extension(Settings())
-    ext.on_event(replace(BASE, body=sample_bytes("rust_event_request__v1_legacy_full")))
+    ext.on_event(from_svc(body=sample_bytes("rust_event_request__v1_legacy_full")))
     metrics, _ = await scrape(ext, aiohttp_client)
     assert shadow_counts(metrics) == {}

@@ -4,7 +4,6 @@ service name and sampler from the SDK's variables, and nothing installed when tr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,22 +14,11 @@ from proxy.observability.tracing import SERVICE_VERSION_VALUE
 from tests.functional.test_observability_proxy import (
     CALLER_SPAN,
     CALLER_TRACE,
-    OTEL_VARS,
     start_stack,
 )
 from tests.otlp_receiver import OtlpReceiver
 
-
-@pytest.fixture(autouse=True)
-def clean_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in OTEL_VARS:
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    with OtlpReceiver() as rx:
-        yield rx
+pytestmark = pytest.mark.usefixtures("clean_otel_env")
 
 
 SAMPLE = "executor_event__call_done_inline_result"

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import contextlib
 import signal
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from tests.functional.server_support import (
     eventually,
     start_upstream,
 )
+from tests.loopback import free_port
 
 SECRET = "Bearer do-not-keep-me"
 JSON = {"Content-Type": "application/json"}
@@ -231,9 +231,7 @@ async def test_with_two_workers_every_refusal_is_kept_once_and_listed(
     """`serve --workers 2`: each worker writes its own segments; admin /rejections (worker
     0) lists every record of both, each id once."""
     upstream = await start_upstream(aiohttp_server, "rust-2.19.1")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {
         "ENVELOPE_PROXY_QUARANTINE__ENABLED": "true",
         "ENVELOPE_PROXY_QUARANTINE__DIR": str(tmp_path),

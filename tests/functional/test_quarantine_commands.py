@@ -25,7 +25,13 @@ import yaml
 from proxy.cli import main
 from proxy.quarantine.journal import IN_FLIGHT, JOURNAL_NAME, read_states
 from tests.functional.cutover_support import CutoverStack, start_cutover_stack
-from tests.functional.server_support import ServerFactory, cli, cli_env, eventually
+from tests.functional.server_support import (
+    ServerFactory,
+    cli,
+    cli_env,
+    closed_port_url,
+    eventually,
+)
 from tests.samples import REPO_ROOT
 
 STEPS = [f"step-{n}" for n in range(6)]
@@ -184,7 +190,7 @@ async def test_a_replay_to_an_unreachable_upstream_sends_nothing_and_can_be_repe
     """Nothing can be sent to a closed port: every accepted record is journalled as not
     sent (not uncertain), the exit code says so, and the next replay sends them all."""
     stack, store = await quarantined_stack(aiohttp_server, session, tmp_path)
-    closed = await closed_port_url()
+    closed = closed_port_url()
     base = ("quarantine", "replay", "--dir", str(store), "--rate", "100")
     code, out, _ = await run_cli(*base, "--upstream", closed, "--upstream-version", "2.19.1")
     assert code == 1, out
@@ -194,15 +200,6 @@ async def test_a_replay_to_an_unreachable_upstream_sends_nothing_and_can_be_repe
     assert code == 0, out
     assert "sent 7" in out
     assert sorted(await stored_steps(stack)) == ALL_STEPS
-
-
-async def closed_port_url() -> str:
-    """A loopback URL nothing listens on (a port bound, then released)."""
-    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
-    return f"http://127.0.0.1:{port}"
 
 
 async def test_an_interrupted_replay_resumes_without_sending_twice(

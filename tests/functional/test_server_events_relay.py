@@ -20,6 +20,7 @@ from tests.functional.server_support import (
     start_stack,
     stored_body,
 )
+from tests.loopback import WireUpstream, read_body
 from tests.samples import sample_bytes
 
 RULES = load_rules()  # read once, before any event loop runs
@@ -208,20 +209,18 @@ async def test_non_json_success_is_relayed_without_ids(
 ) -> None:
     """A 2xx that is not JSON is relayed as is; the record simply has no stored ids."""
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-        await reader.readexactly(length)
+    async def answer(
+        head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await read_body(head, reader)
         writer.write(
             b"HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nstored"
         )
         await writer.drain()
-        writer.close()
 
-    upstream = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = upstream.sockets[0].getsockname()[1]
+    upstream = WireUpstream(answer)
     try:
-        settings = settings_for(f"http://127.0.0.1:{port}", {"upstream.version": "v1"})
+        settings = settings_for(await upstream.start(), {"upstream.version": "v1"})
         proxy, _, _, recorder = await start_proxy(aiohttp_server, settings)
         async with session.post(proxy + "/api/events", data=EMIT_REQUEST, headers=JSON) as resp:
             assert resp.status == 201
@@ -230,8 +229,7 @@ async def test_non_json_success_is_relayed_without_ids(
         assert recorder.records[0].outcome == "forwarded"
         assert recorder.records[0].stored_event_ids == ()
     finally:
-        upstream.close()
-        await upstream.wait_closed()
+        await upstream.close()
 
 
 async def test_record_carries_client_hints_and_ids(

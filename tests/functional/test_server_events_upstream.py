@@ -25,6 +25,7 @@ from tests.functional.server_support import (
     start_stack,
     wait_for,
 )
+from tests.loopback import WireUpstream
 
 
 async def test_unreachable_upstream_is_502_after_one_retry(
@@ -77,23 +78,19 @@ async def test_malformed_upstream_answer_is_502(
 ) -> None:
     """An answer that is not valid HTTP (a header with a bare CR) becomes 502, never a 500."""
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
+    async def answer(_: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nX-Bad: a\rb\r\nContent-Length: 2\r\n\r\n{}")
         await writer.drain()
-        writer.close()
 
-    upstream = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = upstream.sockets[0].getsockname()[1]
+    upstream = WireUpstream(answer)
     try:
-        settings = settings_for(f"http://127.0.0.1:{port}", {"upstream.version": "v1"})
+        settings = settings_for(await upstream.start(), {"upstream.version": "v1"})
         proxy, _, _, _ = await start_proxy(aiohttp_server, settings)
         async with session.post(proxy + "/api/events", data=EMIT_REQUEST, headers=JSON) as resp:
             assert resp.status == 502
             assert orjson.loads(await resp.read())["code"] == "bad_upstream_response"
     finally:
-        upstream.close()
-        await upstream.wait_closed()
+        await upstream.close()
 
 
 def test_only_requests_that_never_left_count_as_retryable() -> None:
@@ -151,7 +148,7 @@ def test_a_header_the_wire_cannot_carry_is_refused_before_sending() -> None:
     )
 
 
-async def _early_413_upstream(heads: list[bytes], closed: list[bool]) -> asyncio.Server:
+def _early_413_upstream(closed: list[bool]) -> WireUpstream:
     """An upstream that answers 413 after the request head, before reading any body byte.
 
     Like a real server, it then stops writing and discards what still arrives (a lingering
@@ -159,8 +156,7 @@ async def _early_413_upstream(heads: list[bytes], closed: list[bool]) -> asyncio
     has closed its side of the connection.
     """
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        heads.append(await reader.readuntil(b"\r\n\r\n"))
+    async def answer(_: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         body = b'{"detail":"payload too large"}'
         writer.write(
             b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
@@ -171,9 +167,8 @@ async def _early_413_upstream(heads: list[bytes], closed: list[bool]) -> asyncio
         while await reader.read(1 << 16):
             pass
         closed.append(True)
-        writer.close()
 
-    return await asyncio.start_server(answer, "127.0.0.1", 0)
+    return WireUpstream(answer)
 
 
 async def test_upstream_answering_before_reading_the_body_is_relayed(
@@ -181,15 +176,13 @@ async def test_upstream_answering_before_reading_the_body_is_relayed(
 ) -> None:
     """An early 413 from the upstream reaches the client, for an event and a pass-through
     body alike, while the proxy is still writing several megabytes; nothing hangs."""
-    heads: list[bytes] = []
     closed: list[bool] = []
-    upstream = await _early_413_upstream(heads, closed)
-    port = upstream.sockets[0].getsockname()[1]
+    upstream = _early_413_upstream(closed)
     big = b"x" * (8 << 20)
     event = EMIT_REQUEST[:-1] + b',"context":{"blob":"' + big + b'"}}'
     try:
         settings = settings_for(
-            f"http://127.0.0.1:{port}",
+            await upstream.start(),
             {"upstream.version": "v1", "limits.max_body_bytes": 16 << 20},
         )
         proxy, _, _, recorder = await start_proxy(aiohttp_server, settings)
@@ -198,13 +191,15 @@ async def test_upstream_answering_before_reading_the_body_is_relayed(
                 async with session.post(proxy + path, data=body, headers=JSON) as response:
                     assert response.status == 413, path
                     assert await response.read() == b'{"detail":"payload too large"}'
-        assert [head.split(b" ", 2)[1] for head in heads] == [b"/api/events", b"/api/other"]
+        assert [head.split(b" ", 2)[1] for head in upstream.heads] == [
+            b"/api/events",
+            b"/api/other",
+        ]
         assert recorder.records[0].outcome == "upstream_rejected"
         assert recorder.records[0].upstream_status == 413
         await wait_for(lambda: len(closed) == 2)  # no upstream connection is left behind
     finally:
-        upstream.close()
-        await upstream.wait_closed()
+        await upstream.close()
 
 
 async def test_upstream_closing_idle_pooled_connections_loses_nothing(

@@ -21,6 +21,7 @@ from tests.functional.server_support import (
     start_proxy,
     start_stack,
 )
+from tests.loopback import WireUpstream
 
 
 @pytest.fixture
@@ -204,20 +205,17 @@ async def test_hop_by_hop_response_headers_stop_at_the_proxy(
 ) -> None:
     """Headers an upstream marks connection-only never reach the client; others do."""
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
+    async def answer(_: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(
             b"HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: 1\r\n"
             b"Keep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nX-Kept: yes\r\n"
             b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 2\r\n\r\nok"
         )
         await writer.drain()
-        writer.close()
 
-    upstream = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = upstream.sockets[0].getsockname()[1]
+    upstream = WireUpstream(answer)
     try:
-        settings = settings_for(f"http://127.0.0.1:{port}", {"upstream.version": "v1"})
+        settings = settings_for(await upstream.start(), {"upstream.version": "v1"})
         proxy, _, _, _ = await start_proxy(aiohttp_server, settings)
         async with session.get(proxy + "/anything") as response:
             assert await response.read() == b"ok"
@@ -228,8 +226,7 @@ async def test_hop_by_hop_response_headers_stop_at_the_proxy(
             assert headers["X-Kept"] == "yes"
             assert headers.getall("Set-Cookie") == ["a=1", "b=2"]
     finally:
-        upstream.close()
-        await upstream.wait_closed()
+        await upstream.close()
 
 
 async def test_unreachable_upstream_is_502_problem(

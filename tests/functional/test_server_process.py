@@ -24,6 +24,7 @@ from tests.functional.server_support import (
     start_upstream,
     wait_for,
 )
+from tests.loopback import free_port
 from tests.samples import REPO_ROOT, sample_bytes
 
 WORKER_EVENT = sample_bytes("worker_event__command_started")
@@ -31,9 +32,7 @@ WORKER_EVENT = sample_bytes("worker_event__command_started")
 
 async def serve_two_workers(upstream: str, env: dict[str, str]) -> ServeProcess:
     """`serve --workers 2` on a fixed free loopback port (workers cannot share port 0)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     return await ServeProcess.start(
         "--listen",
         f"127.0.0.1:{port}",

@@ -19,7 +19,8 @@ from tests.functional.server_support import (
     start_stack,
     wait_for,
 )
-from tests.hostile.wire import WireUpstream, start_wire_stack
+from tests.hostile.wire import start_wire_stack
+from tests.loopback import WireUpstream
 
 EVENT_HEAD = b"POST /api/events HTTP/1.1\r\nHost: p\r\nContent-Type: application/json\r\n"
 

@@ -30,7 +30,8 @@ from tests.functional.server_support import (
     start_proxy,
     wait_for,
 )
-from tests.hostile.wire import Script, WireUpstream, read_body, reset, start_wire_stack
+from tests.hostile.wire import start_wire_stack
+from tests.loopback import Script, WireUpstream, read_body, reset
 from tests.samples import sample_bytes
 
 BATCH = sample_bytes("rust_batch_event_request__integer_execution_id")

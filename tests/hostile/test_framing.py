@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from tests.functional.server_support import ServerFactory, Stack, raw_exchange
-from tests.hostile.wire import WireUpstream, start_wire_stack
+from tests.hostile.wire import start_wire_stack
+from tests.loopback import WireUpstream
 
 EVENT = b"POST /api/events HTTP/1.1\r\nHost: p\r\nContent-Type: application/json\r\n"
 OTHER = b"POST /api/execute HTTP/1.1\r\nHost: p\r\n"

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from proxy.envelope import Engine, EnvelopeError, load_rules
 from tests.functional.server_support import ServerFactory, Stack, open_raw, wait_for
 from tests.hostile.conftest import Captured
-from tests.hostile.wire import WireUpstream, start_wire_stack
+from tests.hostile.wire import start_wire_stack
+from tests.loopback import WireUpstream
 
 SECRET = "Gen-credential-31337"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

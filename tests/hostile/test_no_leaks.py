@@ -8,20 +8,20 @@ import re
 from typing import Any
 
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.config import Settings
 from proxy.server.app import server_kwargs
 from tests.functional.test_observability_proxy import (
     Stack,
-    clean_otel_env,
-    receiver,
     start_stack,
 )
 from tests.hostile.conftest import Captured
 from tests.otlp_receiver import OtlpReceiver
 
-__all__ = ["clean_otel_env", "receiver"]
+pytestmark = pytest.mark.usefixtures("clean_otel_env")
+
 
 SECRET = "Zq9-credential-7Yx"
 # C0 (but tab), DEL, C1, line and paragraph separators, bidi overrides.

@@ -11,7 +11,8 @@ import pytest
 
 from tests.functional.server_support import ServerFactory, raw_exchange, wait_for
 from tests.hostile.conftest import Captured
-from tests.hostile.wire import Script, WireUpstream, start_wire_stack
+from tests.hostile.wire import start_wire_stack
+from tests.loopback import Script, WireUpstream
 
 INJECTED_PATH = "/api/x%0D%0AINFO%20forged%1B[31m%E2%80%A8%E2%80%A9%C2%85end"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

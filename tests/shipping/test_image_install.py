@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.loopback import free_port
 from tests.samples import sample_bytes
 from tests.shipping import dockerfile
 from tests.shipping.chart import EXAMPLES, HOST_EXAMPLE, config_text, load_yaml, merge_values
@@ -85,13 +85,6 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
         workdir=workdir,
         env=clean_environ() | env,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def kubelet_write(directory: Path, files: dict[str, str], generation: int) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,30 +12,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from proxy.config import Settings
-from proxy.contract import ClientHints, EventRecord
 from proxy.envelope import Engine, EngineOptions, load_rules
 from proxy.observability import ObservabilityExtension, build_extension
 from proxy.observability.identity import MAX_IDENTITY_LENGTH, OTHER
+from tests.builders import client_hints, event_record
 from tests.fixed_view import FixedView
 
 RULES = load_rules()  # read once, before any event loop runs
-BASE = EventRecord(
-    path="/api/events",
-    hints=ClientHints(header=None, user_agent="noetl-worker/2.1", peer="127.0.0.1"),
-    worker_id=None,
-    shape="event_request",
-    target="executor_event",
-    upstream_version="2.19.1",
-    outcome="forwarded",
-    error_code=None,
-    upstream_status=200,
-    execution_id="612345678901234567",
-    request_event_id=None,
-    stored_event_ids=(),
-    batch_size=None,
-    upstream_seconds=0.002,
-    body=b"{}",
-)
 
 
 def samples(text: str, name: str) -> Iterator[Sample]:
@@ -68,9 +50,8 @@ async def test_distinct_clients_beyond_the_cap_count_as_other(
     event_ids = [str(700_000_000_000_000_000 + i) for i in range(1000)]
     for i, event_id in enumerate(event_ids):
         extension.on_event(
-            replace(
-                BASE,
-                hints=replace(BASE.hints, header=f"client-{i}"),
+            event_record(
+                hints=client_hints(header=f"client-{i}"),
                 request_event_id=event_id,
                 stored_event_ids=(event_id,),
             )
@@ -90,7 +71,7 @@ async def test_label_values_are_bounded_in_length(
     extension: ObservabilityExtension, aiohttp_client: Any
 ) -> None:
     """A 4 KiB client header becomes a label of at most MAX_IDENTITY_LENGTH characters."""
-    extension.on_event(replace(BASE, hints=replace(BASE.hints, header="y" * 4096)))
+    extension.on_event(event_record(hints=client_hints(header="y" * 4096)))
     text = await scrape(extension, aiohttp_client)
     (sample,) = samples(text, "envelope_proxy_events_total")
     assert sample.labels["client"] == "y" * MAX_IDENTITY_LENGTH
@@ -100,16 +81,20 @@ async def test_outcomes_targets_and_durations_are_recorded(
     extension: ObservabilityExtension, aiohttp_client: Any
 ) -> None:
     """Each outcome is its own series; the upstream duration is observed only when it was called."""
-    extension.on_event(BASE)
-    extension.on_event(replace(BASE, outcome="upstream_rejected", upstream_status=409))
+    legacy = "event_request"
+    extension.on_event(event_record(shape=legacy))
+    extension.on_event(event_record(shape=legacy, outcome="upstream_rejected", upstream_status=409))
     extension.on_event(
-        replace(
-            BASE, outcome="upstream_failed", upstream_status=None, error_code="upstream_timeout"
+        event_record(
+            shape=legacy,
+            outcome="upstream_failed",
+            upstream_status=None,
+            error_code="upstream_timeout",
         )
     )
     extension.on_event(
-        replace(
-            BASE, outcome="rejected", shape=None, error_code="invalid_json", upstream_seconds=None
+        event_record(
+            outcome="rejected", shape=None, error_code="invalid_json", upstream_seconds=None
         )
     )
     text = await scrape(extension, aiohttp_client)
@@ -171,7 +156,7 @@ def test_separate_extensions_have_separate_registries() -> None:
     """Two extensions in one process do not share or clash on metric families."""
     a = build_extension(Settings())
     b = build_extension(Settings())
-    a.on_event(BASE)
+    a.on_event(event_record())
     assert a.metrics.registry is not b.metrics.registry
     assert b"envelope_proxy_events_total{" not in b.metrics.render()[0]
     assert b"envelope_proxy_events_total{" in a.metrics.render()[0]

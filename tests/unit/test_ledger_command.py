@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,32 +15,14 @@ from aiohttp.test_utils import TestServer
 
 from proxy.cli import main
 from proxy.config import Settings
-from proxy.contract import ClientHints, EventRecord
 from proxy.ledger_commands import PARTIAL_WARNING, render
 from proxy.observability import ObservabilityExtension, build_extension
-
-BASE = EventRecord(
-    path="/api/events",
-    hints=ClientHints(header="svc", user_agent=None, peer="127.0.0.1"),
-    worker_id=None,
-    shape="executor_event",
-    target="executor_event",
-    upstream_version="3.83.1",
-    outcome="forwarded",
-    error_code=None,
-    upstream_status=200,
-    execution_id="612345678901234567",
-    request_event_id=None,
-    stored_event_ids=(),
-    batch_size=None,
-    upstream_seconds=0.001,
-    body=b"{}",
-)
+from tests.builders import client_hints, event_record
 
 
 def send(ext: ObservabilityExtension, client: str, shape: str | None, times: int = 1) -> None:
     for _ in range(times):
-        ext.on_event(replace(BASE, hints=replace(BASE.hints, header=client), shape=shape))
+        ext.on_event(event_record(hints=client_hints(header=client), shape=shape))
 
 
 async def admin(ext: ObservabilityExtension, aiohttp_server: Any) -> TestServer:
