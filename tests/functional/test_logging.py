@@ -228,12 +228,7 @@ async def test_a_level_set_for_proxy_reaches_every_subpackage_and_no_library(
         async with session.post(serve.proxy + "/api/events", data=WORKER_EVENT, headers=JSON):
             pass
         # A malformed request: aiohttp.server logs it at INFO, below the root's level.
-        host, port = serve.proxy.removeprefix("http://").rsplit(":", 1)
-        reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"GET /api/health HTTP/1.1\r\nHost: p\r\nX-A: 1\r\n  folded\r\n\r\n")
-        async with asyncio.timeout(5):
-            assert (await reader.readline()).endswith(b" 400 Bad Request\r\n")
-        writer.close()
+        await send_a_folded_header(serve.proxy)
         serve.signal(signal.SIGTERM)
         assert await serve.wait() == 0
     finally:
@@ -265,6 +260,16 @@ def test_a_child_logger_level_stands_on_its_own() -> None:
     ]
 
 
+async def send_a_folded_header(proxy: str) -> None:
+    """A request with an obsolete folded header line, which the server refuses 400."""
+    host, port = proxy.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /api/health HTTP/1.1\r\nHost: p\r\nX-A: 1\r\n  folded\r\n\r\n")
+    async with asyncio.timeout(5):
+        assert (await reader.readline()).endswith(b" 400 Bad Request\r\n")
+    writer.close()
+
+
 async def test_a_malformed_request_gets_an_access_line_and_no_error(
     aiohttp_server: ServerFactory,
 ) -> None:
@@ -274,12 +279,7 @@ async def test_a_malformed_request_gets_an_access_line_and_no_error(
         upstream, ENVELOPE_PROXY_LOG__FORMAT="json", ENVELOPE_PROXY_LOG__ACCESS="true"
     )
     try:
-        host, port = serve.proxy.removeprefix("http://").rsplit(":", 1)
-        reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"GET /api/health HTTP/1.1\r\nHost: p\r\nX-A: 1\r\n  folded\r\n\r\n")
-        async with asyncio.timeout(5):
-            assert (await reader.readline()).endswith(b" 400 Bad Request\r\n")
-        writer.close()
+        await send_a_folded_header(serve.proxy)
         serve.signal(signal.SIGTERM)
         assert await serve.wait() == 0
     finally:
