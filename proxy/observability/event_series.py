@@ -19,6 +19,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 
+from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -58,7 +59,13 @@ class _Histogram:
     def __init__(self, size: int) -> None:
         self.buckets = [0] * size  # per bucket, not cumulative; the last one is +Inf
         self.sum = 0.0
-        self.created = time.time()
+        self.created = 0.0  # set at the first observation, as prometheus_client's series
+
+    def observe(self, bounds: tuple[float, ...], value: float) -> None:
+        if not self.created:
+            self.created = time.time()
+        self.buckets[bisect_left(bounds, value)] += 1
+        self.sum += value
 
 
 class _Outcome:
@@ -90,6 +97,8 @@ class EventFamilies(Collector):
     scrape in any thread."""
 
     def __init__(self, buckets: tuple[float, ...]) -> None:
+        if not buckets or buckets != tuple(sorted(buckets)) or buckets[-1] == float("inf"):
+            raise ValueError("buckets: finite upper bounds in increasing order (+Inf is added)")
         self._bounds = buckets
         self._les = [floatToGoString(b) for b in buckets] + ["+Inf"]  # type: ignore[no-untyped-call]
         self._series: dict[tuple[str, str, str, str], _Series] = {}
@@ -119,13 +128,9 @@ class EventFamilies(Collector):
         seen.count += 1
         outcomes = series.outcome
         if upstream_seconds is not None:
-            histogram = outcomes.upstream
-            histogram.buckets[bisect_left(self._bounds, upstream_seconds)] += 1
-            histogram.sum += upstream_seconds
+            outcomes.upstream.observe(self._bounds, upstream_seconds)
         if request_seconds is not None:
-            histogram = outcomes.request
-            histogram.buckets[bisect_left(self._bounds, request_seconds)] += 1
-            histogram.sum += request_seconds
+            outcomes.request.observe(self._bounds, request_seconds)
         if batch_size is not None:
             if outcomes.batch_items_created is None:
                 outcomes.batch_items_created = time.time()
@@ -158,21 +163,25 @@ class EventFamilies(Collector):
         return list(self._families(empty=False))
 
     def _families(self, *, empty: bool) -> Iterator[Metric]:
-        # list(): a copy taken at once, while the loop may add series meanwhile.
-        series = [] if empty else list(self._series.items())
-        clients = [] if empty else list(self._clients.items())
-        outcomes = [] if empty else list(self._outcomes.items())
+        # dict.copy(): one C-level copy that no Python code can interrupt (a list of the
+        # items allocates per item, and a collection could let the loop add a series).
+        series = {} if empty else self._series.copy()
+        clients = {} if empty else self._clients.copy()
+        outcomes = {} if empty else self._outcomes.copy()
+        # PROMETHEUS_DISABLE_CREATED_SERIES, as prometheus_client's own families honour it.
+        created = prometheus_metrics._use_created
 
         events = Metric(EVENTS, _HELP[EVENTS], "counter")
-        for (client, shape, target, outcome), one in series:
+        for (client, shape, target, outcome), one in series.items():
             labels = {"client": client, "shape": shape, "target": target, "outcome": outcome}
             events.add_sample(EVENTS + "_total", labels, float(one.count))
-            events.add_sample(EVENTS + "_created", labels, one.created)
+            if created:
+                events.add_sample(EVENTS + "_created", labels, one.created)
         yield events
 
         last_seen = Metric(LAST_SEEN, _HELP[LAST_SEEN], "gauge")
         ledger = Metric(LEDGER_EVENTS, _HELP[LEDGER_EVENTS], "gauge")
-        for (client, shape), entry in clients:
+        for (client, shape), entry in clients.items():
             labels = {"client": client, "shape": shape}
             last_seen.add_sample(LAST_SEEN, labels, entry.last_seen)
             ledger.add_sample(LEDGER_EVENTS, labels, float(entry.count))
@@ -182,19 +191,22 @@ class EventFamilies(Collector):
         upstream = Metric(UPSTREAM_DURATION, _HELP[UPSTREAM_DURATION], "histogram")
         request = Metric(REQUEST_DURATION, _HELP[REQUEST_DURATION], "histogram")
         items = Metric(BATCH_ITEMS, _HELP[BATCH_ITEMS], "counter")
-        for (target, outcome), by_outcome in outcomes:
+        for (target, outcome), by_outcome in outcomes.items():
             labels = {"target": target, "outcome": outcome}
-            self._histogram(upstream, labels, by_outcome.upstream)
-            self._histogram(request, labels, by_outcome.request)
-            created = by_outcome.batch_items_created
-            if created is not None:
+            self._histogram(upstream, labels, by_outcome.upstream, created)
+            self._histogram(request, labels, by_outcome.request, created)
+            items_created = by_outcome.batch_items_created
+            if items_created is not None:
                 items.add_sample(BATCH_ITEMS + "_total", labels, float(by_outcome.batch_items))
-                items.add_sample(BATCH_ITEMS + "_created", labels, created)
+                if created:
+                    items.add_sample(BATCH_ITEMS + "_created", labels, items_created)
         yield upstream
         yield request
         yield items
 
-    def _histogram(self, family: Metric, labels: dict[str, str], histogram: _Histogram) -> None:
+    def _histogram(
+        self, family: Metric, labels: dict[str, str], histogram: _Histogram, created: bool
+    ) -> None:
         counts = list(histogram.buckets)
         total = sum(counts)
         if not total:
@@ -206,4 +218,5 @@ class EventFamilies(Collector):
             family.add_sample(name + "_bucket", {**labels, "le": le}, float(cumulative))
         family.add_sample(name + "_count", labels, float(total))
         family.add_sample(name + "_sum", labels, histogram.sum)
-        family.add_sample(name + "_created", labels, histogram.created)
+        if created:
+            family.add_sample(name + "_created", labels, histogram.created)

@@ -35,6 +35,10 @@ _U64 = (1 << 64) - 1
 # Attribute values whose encoded field is cached (`type(v)`: True must not hit 1's entry).
 _SCALARS = frozenset({str, int, bool})  # not float: 0.0 == -0.0
 _MAX_CACHED_FIELDS = 8192
+# Attributes whose values are new on nearly every span.
+_UNIQUE_KEYS = frozenset(
+    {"noetl.event_id", "noetl.request_event_id", "noetl.execution_id", "noetl.batch.event_ids"}
+)
 
 # SpanFlags: the parent's is-remote bit is known (0x100), and it is remote (0x200).
 _FLAGS_KNOWN = b"\x85\x01" + struct.pack("<I", 0x100)
@@ -159,8 +163,8 @@ class SpanWriter:
         for key, value in attributes.items():
             kind = type(value)
             # Most attributes repeat from span to span (method, route, shape, client...):
-            # their whole field is written once. Ids do not; they come and go with clears.
-            cached = kind in _SCALARS
+            # their whole field is written once. Ids do not repeat: not kept.
+            cached = kind in _SCALARS and key not in _UNIQUE_KEYS
             if cached:
                 field = fields.get((tag, key, kind, value))
                 if field is not None:

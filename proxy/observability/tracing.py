@@ -127,12 +127,13 @@ def _fixed_route(request: web.Request) -> str | None:
 
 
 class RequestAttributes:
-    """The HTTP attributes of a request's span, computed once per distinct request line.
+    """The HTTP attributes of an event request's span, computed once per distinct request.
 
-    They depend only on the method, scheme, Host, request target, User-Agent, HTTP version
-    and route, which repeat request after request on a keep-alive connection; computing
-    them costs more than the rest of the span. At most `size` distinct ones are kept (the
-    key holds client-chosen values); past that they are computed each time.
+    They depend only on the method, scheme, Host, path (the query string is dropped from
+    them), User-Agent, HTTP version and route, which repeat request after request on the
+    event routes; computing them costs more than the rest of the span. Pass-through
+    requests (any path) are computed each time. At most `size` distinct ones are kept (the
+    key holds client-chosen values); past that they are computed each time too.
     """
 
     def __init__(self, mode: _StabilityMode, size: int = 512) -> None:
@@ -141,12 +142,16 @@ class RequestAttributes:
         self._known: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def get(self, request: web.Request, route: str | None) -> dict[str, Any]:
+        if route is None:
+            attributes = safe_attributes(collect_request_attributes(request, self.mode))
+            attributes.pop("http.route", None)
+            return attributes
         headers = request.headers
         key = (
             request.method,
             request.scheme,
             headers.get("Host"),
-            request.raw_path,
+            request.raw_path.partition("?")[0],
             headers.get("User-Agent"),
             request.version,
             route,
@@ -154,8 +159,6 @@ class RequestAttributes:
         known = self._known.get(key)
         if known is None:
             known = safe_attributes(collect_request_attributes(request, self.mode))
-            if route is None:
-                known.pop("http.route", None)
             if len(self._known) < self.size:
                 self._known[key] = known
         return known

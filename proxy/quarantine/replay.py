@@ -61,26 +61,36 @@ class Upstream:
             timeout=timeout,
         )
 
-    async def send(
+    def request(
         self, method: bytes, path: str, headers: Mapping[str, str], body: bytes | None
-    ) -> Answer:
+    ) -> bytes:
+        """The request's bytes; raises UpstreamError when a header cannot be sent (nothing
+        was sent)."""
+        try:
+            target = self.prefix + path.encode("utf-8", "surrogateescape")
+            wire = [
+                (name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape"))
+                for name, value in headers.items()
+            ]
+        except UnicodeEncodeError:
+            raise UpstreamError(
+                problems.UPSTREAM_REQUEST_FAILED, "a header or the path cannot be encoded"
+            ) from None
+        return request_bytes(method, target, self.pool.host_header, wire, body)
+
+    async def send(self, request: bytes) -> Answer:
         """One exchange; raises UpstreamError (PoolBusy cannot happen with one caller)."""
-        pool = self.pool
-        wire = [(name.encode(), value.encode()) for name, value in headers.items()]
-        loop = asyncio.get_running_loop()
-        return await pool.send(
-            request_bytes(method, self.prefix + path.encode(), pool.host_header, wire, body),
-            deadline=loop.time() + self.timeout,
+        return await self.pool.send(
+            request,
+            deadline=asyncio.get_running_loop().time() + self.timeout,
             connect_timeout=self.connect_timeout,
             budget=self.timeout,
         )
 
 
-async def send_event(
-    upstream: Upstream, path: str, body: bytes, headers: Mapping[str, str]
-) -> Answer:
+async def send_event(upstream: Upstream, request: bytes) -> Answer:
     """The one place a replayed event goes upstream: the pool `serve` forwards events over."""
-    return await upstream.send(b"POST", path, headers, body)
+    return await upstream.send(request)
 
 
 async def probe_target(
@@ -90,7 +100,8 @@ async def probe_target(
     probed: str | None = None
     if settings.upstream.version == "auto":
         try:
-            answer = await upstream.send(b"GET", HEALTH_PATH, {"Accept": "application/json"}, None)
+            probe = upstream.request(b"GET", HEALTH_PATH, {"Accept": "application/json"}, None)
+            answer = await upstream.send(probe)
             _, probed = version_from_health(answer.status, answer.body)
         except (UpstreamError, PoolBusy):
             probed = None
@@ -227,9 +238,15 @@ class Replayer:
             await asyncio.sleep(wait)
         self._next_at = time.monotonic() + 1.0 / self.options.rate
         path = str(record.get("path", "/api/events"))
+        try:
+            request = upstream.request(b"POST", path, _headers(record), conv.body)
+        except UpstreamError as err:  # built before the in-flight mark: never sent
+            await self._mark(record_id, j.NOT_SENT, code=err.problem.code)
+            summary.upstream_failed += 1
+            return
         await self._mark(record_id, j.IN_FLIGHT, target=self.target)
         try:
-            answer = await send_event(upstream, path, conv.body, _headers(record))
+            answer = await send_event(upstream, request)
         except UpstreamError as err:
             if err.problem is problems.UPSTREAM_UNAVAILABLE:
                 await self._mark(record_id, j.NOT_SENT, code=err.problem.code)

@@ -8,9 +8,8 @@ what `AccessNotes` (an `Extension`) saw in the request's `EventRecord`: event id
 and refusal code, and, with tracing on, the request's trace and span ids. Bodies, query
 strings and header values other than the client's identity header are never logged.
 
-An event's exchange with the upstream may run in a task of its own, where the record is
-made; a per-request dict put in a context variable by `AccessNotes`' middleware is shared
-with that task (tasks copy the context, not the dict), so its notes reach this logger.
+`AccessNotes`' middleware puts a per-request dict in a context variable; the event handler's
+record fills it, and this logger reads it once the response was sent.
 """
 
 from __future__ import annotations

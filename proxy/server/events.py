@@ -125,7 +125,9 @@ def _expect(kind: Kind) -> Callable[[web.Request], Awaitable[web.StreamResponse 
     async def expect(request: web.Request) -> web.StreamResponse | None:
         """`Expect: 100-continue`: refuse a body before the client sends it, for what the
         handler would refuse it for before reading it (it checks the same again once the
-        body is read). A refusal closes the connection: the client may send its body anyway."""
+        body is read). A refusal is sent at once and the connection closed: the body is not
+        coming (and is not waited for), or comes anyway and must not be read as a request.
+        aiohttp runs this before the middlewares, so such a refusal has no span."""
         state = request.app[STATE]
         limits = state.snapshot.settings.limits
         refused = admission.before_body(request, limits)
@@ -136,7 +138,7 @@ def _expect(kind: Kind) -> Callable[[web.Request], Awaitable[web.StreamResponse 
             if overloaded is not None:
                 refused = Refusal(problems.OVERLOADED, overloaded)
         if refused is not None:
-            closing = Refusal(refused.problem, refused.detail, close=True)
+            closing = Refusal(refused.problem, refused.detail, at_once=True)
             return await Exchange(request, state, kind).refuse(closing)
         if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
             raise web.HTTPExpectationFailed(text=f"Unknown Expect: {request.headers[hdrs.EXPECT]}")

@@ -151,6 +151,32 @@ async def test_expect_100_continue_with_oversize_body_is_refused_before_sending(
     assert b"100 Continue" not in response
 
 
+async def test_expect_100_continue_refused_is_answered_recorded_and_closed_at_once(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """A wrong content type is refused before the body is sent (415, not 100); the refusal
+    is recorded like any other, and the connection closes at once instead of waiting for a
+    body that is not coming."""
+    stack = await start_stack(aiohttp_server, session, "rust-2.19.1")
+    reader, writer = await open_raw(stack)
+    writer.write(
+        b"POST /api/events HTTP/1.1\r\nHost: p\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: 100\r\nExpect: 100-continue\r\n\r\n"
+    )
+    started = asyncio.get_running_loop().time()
+    try:
+        async with asyncio.timeout(5):
+            answer = await reader.read()  # to the end: the proxy closes the connection
+    finally:
+        writer.close()
+    assert asyncio.get_running_loop().time() - started < 2
+    assert answer.startswith(b"HTTP/1.1 415 ")
+    assert b"100 Continue" not in answer
+    [record] = stack.recorder.records
+    assert (record.outcome, record.error_code) == ("rejected", "unsupported_media_type")
+    assert await stack.upstream_requests() == 0
+
+
 async def test_client_gone_mid_body_forwards_nothing(
     aiohttp_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:

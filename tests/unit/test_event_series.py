@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import prometheus_client.metrics
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
@@ -127,3 +128,34 @@ def test_nothing_is_exposed_before_the_first_event() -> None:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(es.EventFamilies(DURATION_BUCKETS))
     assert b"{" not in generate_latest(registry)
+
+
+def test_created_series_can_be_turned_off_as_for_prometheus_clients_own(
+    monkeypatch: Any,
+) -> None:
+    """PROMETHEUS_DISABLE_CREATED_SERIES (read by prometheus_client at import) drops
+    `_created` from these families too."""
+    monkeypatch.setattr(prometheus_client.metrics, "_use_created", False)
+    expected = comparable(parse_text(generate_latest(reference()).decode()))
+    got = comparable(parse_text(generate_latest(ours()).decode()))
+    assert got == expected
+    assert not any(name.endswith("_created") for name, _, _ in got[es.EVENTS][2])
+
+
+def test_a_histogram_is_created_at_its_first_observation(monkeypatch: Any) -> None:
+    """A timed-out exchange has no upstream duration: the upstream histogram of that
+    outcome starts with the first answer that has one, not with the outcome's first event."""
+    now = [1000.0]
+    monkeypatch.setattr("proxy.observability.event_series.time.time", lambda: now[0])
+    families = es.EventFamilies(DURATION_BUCKETS)
+    families.observe("c", "executor_event", "executor_event", "upstream_failed", 1, None, 0.2, None)
+    now[0] = 5000.0
+    families.observe("c", "executor_event", "executor_event", "upstream_failed", 2, 0.5, 0.6, None)
+    created = {
+        sample.name: sample.value
+        for family in families.collect()
+        for sample in family.samples
+        if sample.name.endswith("_created")
+    }
+    assert created[es.UPSTREAM_DURATION + "_created"] == 5000.0
+    assert created[es.REQUEST_DURATION + "_created"] == 1000.0
