@@ -7,7 +7,6 @@ sender is built, so a worker process loads one client library only.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -44,18 +43,12 @@ class Sender(Protocol):
 class _Pool:
     def __init__(self, origin: str, size: int, body: bytes) -> None:
         self._pool = UpstreamPool(origin, size)
-        self._loop = asyncio.get_running_loop()
         self._target = TARGET.encode()
         self._body = body
 
     async def post(self) -> tuple[int, bytes]:
         request = request_bytes(b"POST", self._target, self._pool.host_header, HEADERS, self._body)
-        answer = await self._pool.send(
-            request,
-            deadline=self._loop.time() + TIMEOUT,
-            connect_timeout=CONNECT_TIMEOUT,
-            budget=TIMEOUT,
-        )
+        answer = await self._pool.send(request, within=TIMEOUT, connect_timeout=CONNECT_TIMEOUT)
         return answer.status, answer.body
 
     async def close(self) -> None:

@@ -5,7 +5,7 @@ Run: `python -m bench.clients` (about 3 minutes; `--quick` about 1). The candida
 the `bench` extra: `pip install -c requirements.lock -e '.[bench]'`.
 
 - `UpstreamPool`: `request_bytes(...)` built per request, as `serve` does, then
-  `pool.send(request, deadline=, connect_timeout=, budget=)`;
+  `pool.send(request, within=, connect_timeout=)`;
 - `aiohttp`: one shared `ClientSession` as the event path had it before `UpstreamPool`
   (`TCPConnector(limit=N, limit_per_host=N)`, `auto_decompress=False`, `DummyCookieJar`,
   a `ClientTimeout` per request, no redirects, the answer's `Content-Length` checked

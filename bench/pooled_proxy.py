@@ -10,7 +10,6 @@ what its features cost on top of the transport it is built on.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import AsyncIterator
 
 import uvloop
@@ -38,8 +37,7 @@ def create_app(upstream: str) -> web.Application:
             [(b"Content-Type", b"application/json")],
             body,
         )
-        deadline = asyncio.get_running_loop().time() + TIMEOUT
-        answer = await pool.send(wire, deadline=deadline, connect_timeout=2.0, budget=TIMEOUT)
+        answer = await pool.send(wire, within=TIMEOUT, connect_timeout=2.0)
         return web.Response(
             status=answer.status,
             body=answer.body,

@@ -81,10 +81,7 @@ class Upstream:
     async def send(self, request: bytes) -> Answer:
         """One exchange; raises UpstreamError (PoolBusy cannot happen with one caller)."""
         return await self.pool.send(
-            request,
-            deadline=asyncio.get_running_loop().time() + self.timeout,
-            connect_timeout=self.connect_timeout,
-            budget=self.timeout,
+            request, within=self.timeout, connect_timeout=self.connect_timeout
         )
 
 

@@ -108,8 +108,7 @@ async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
         except EnvelopeError as err:
             if not observing:
                 return exchange.engine_refused(err, body)
-            exchange.refusal = err
-            exchange.body = body
+            exchange.note_refusal(err, body)
             conv = as_received(body, None, snapshot.target)
         else:
             if observing:

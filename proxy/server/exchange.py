@@ -3,7 +3,7 @@
 An `Exchange` is made when an event request arrives and gathers what it learns (shape,
 conversion, the engine's refusal, the body when a check needs it). Every way it ends goes
 through one of three doors, each of which records the outcome once for the extensions:
-`refuse` (the proxy answers itself: problem+json, `Retry-After` when overloaded),
+`refuse` (the proxy answers itself: problem+json),
 `engine_refused` (the engine's own problem) and `forward` (the upstream's answer relayed as
 it came — status, body bytes, content type, encoding, `Retry-After` — or the problem for an
 upstream that gave none). The client therefore never sees a 2xx the upstream did not give.
@@ -15,7 +15,6 @@ body does not cancel the forwarding, and the outcome is still recorded.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -84,7 +83,6 @@ class Exchange:
         "kind",
         "refusal",
         "request",
-        "shape",
         "snapshot",
         "started",
         "state",
@@ -97,7 +95,6 @@ class Exchange:
         self.kind = kind
         self.body = b""  # kept only for the shadow check, observe mode and the quarantine
         self.conversion: Conversion | None = None
-        self.shape: str | None = None
         self.started = time.perf_counter()  # for the whole request's duration
         self.refusal: EnvelopeError | None = None  # what the engine said, if it refused
 
@@ -107,26 +104,31 @@ class Exchange:
         """The proxy's own answer: nothing (or nothing complete) reached the upstream."""
         problem = refusal.problem
         self.record("rejected", error_code=problem.code)
-        headers = self.headers()
-        if problem is problems.OVERLOADED:
-            headers[hdrs.RETRY_AFTER] = problems.OVERLOAD_RETRY_AFTER
         response = problems.proxy_problem(
-            problem, refusal.detail, headers=headers, close=refusal.close or refusal.at_once
+            problem, refusal.detail, headers=self.headers(), close=refusal.close or refusal.at_once
         )
         if refusal.at_once:
             await problems.send_and_close(self.request, response)
         return response
 
-    def engine_refused(self, err: EnvelopeError, body: bytes) -> web.Response:
+    @property
+    def shape(self) -> str | None:
+        """The detected shape, once the body was converted (observe mode: when it could be)."""
+        return (self.conversion.shape or None) if self.conversion is not None else None
+
+    def note_refusal(self, err: EnvelopeError, body: bytes) -> None:
+        """What the engine refused, and the body it refused (the quarantine keeps it)."""
         self.refusal = err
-        self.body = body  # the quarantine keeps what was refused
+        self.body = body
+
+    def engine_refused(self, err: EnvelopeError, body: bytes) -> web.Response:
+        self.note_refusal(err, body)
         self.record("rejected", error_code=err.code)
         return problems.engine_problem(err, headers=self.headers())
 
     async def forward(self, conv: Conversion) -> web.StreamResponse:
         """Send the converted body upstream and relay the answer (or the problem)."""
         self.conversion = conv
-        self.shape = conv.shape or None
         request, snapshot = self.request, self.snapshot
         settings = snapshot.settings.upstream
         try:
@@ -142,9 +144,8 @@ class Exchange:
             )
             answer = await upstream.send(
                 outgoing,
-                deadline=asyncio.get_running_loop().time() + settings.timeout_seconds,
+                within=settings.timeout_seconds,
                 connect_timeout=settings.connect_timeout_seconds,
-                budget=settings.timeout_seconds,
             )
         except PoolBusy:
             wait = settings.connect_timeout_seconds

@@ -131,7 +131,7 @@ async def _admit(request: web.Request) -> web.StreamResponse:
     # Pass-through bodies are streamed, never held: they count as requests, not bytes.
     ticket = budget.admit(state, request.app[PEERS], request.remote, limits)
     if isinstance(ticket, str):
-        return problems.overloaded(ticket)
+        return problems.proxy_problem(problems.OVERLOADED, ticket)
     streams = request.app[STREAMS]
     task = asyncio.current_task()
     if task is not None:

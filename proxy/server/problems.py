@@ -52,7 +52,6 @@ __all__ = [
     "UPSTREAM_UNAVAILABLE",
     "ProxyProblem",
     "engine_problem",
-    "overloaded",
     "problem_body",
     "problem_response",
     "proxy_problem",
@@ -111,6 +110,9 @@ def proxy_problem(
     headers: dict[str, str] | None = None,
     close: bool = False,
 ) -> web.Response:
+    """The proxy's own answer; an `overloaded` one tells the client when to retry."""
+    if problem is OVERLOADED:
+        headers = {**(headers or {}), "Retry-After": OVERLOAD_RETRY_AFTER}
     return problem_response(
         problem.status, problem_body(problem, detail), headers=headers, close=close
     )
@@ -133,7 +135,3 @@ def engine_problem(err: EnvelopeError, *, headers: dict[str, str] | None = None)
     problem = ProxyProblem(err.code, err.http_status, err.title)
     body = problem_body(problem, err.message, field=err.field, index=err.index)
     return problem_response(problem.status, body, headers=headers)
-
-
-def overloaded(detail: str) -> web.Response:
-    return proxy_problem(OVERLOADED, detail, headers={"Retry-After": OVERLOAD_RETRY_AFTER})

@@ -376,17 +376,16 @@ class UpstreamPool:
 
     # -- the exchange ----------------------------------------------------------------------
 
-    async def send(
-        self, request: bytes, *, deadline: float, connect_timeout: float, budget: float
-    ) -> Answer:
-        """Send one whole request (head and body); its answer must arrive by loop time
-        `deadline` (`budget` seconds after the event arrived, for messages).
+    async def send(self, request: bytes, *, within: float, connect_timeout: float) -> Answer:
+        """Send one whole request (head and body); its whole answer must arrive `within`
+        seconds, the wait for a connection included.
 
         Raises PoolBusy when no connection came free within `connect_timeout` (nothing was
         sent) and UpstreamError for every other failure. A connection that cannot be opened
         is tried once more: nothing was sent on it.
         """
-        await self._take_slot(min(connect_timeout, deadline - self.loop.time()))
+        deadline = self.loop.time() + within
+        await self._take_slot(min(connect_timeout, within))
         try:
             if self._cut is not None:
                 raise self._cut
@@ -402,7 +401,7 @@ class UpstreamPool:
                         raise UpstreamError(
                             UPSTREAM_UNAVAILABLE, f"cannot connect to the upstream: {exc}"
                         ) from exc
-                return await conn.exchange(request, deadline, budget)
+                return await conn.exchange(request, deadline, within)
             raise AssertionError("unreachable")
         finally:
             self._give_slot()

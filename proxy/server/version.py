@@ -77,9 +77,8 @@ class VersionProbe:
         try:
             answer = await pool.send(
                 request_bytes(b"GET", target, pool.host_header, [(b"Accept", b"application/json")]),
-                deadline=asyncio.get_running_loop().time() + timeout,
+                within=timeout,
                 connect_timeout=upstream.connect_timeout_seconds,
-                budget=timeout,
             )
             authoritative, version = version_from_health(answer.status, answer.body)
             problem = f"answered {answer.status} without a JSON body"
