@@ -29,6 +29,7 @@ unset for 4xx and is ERROR for 5xx, and `error.type` carries the problem code (s
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -164,6 +165,10 @@ class RequestAttributes:
         return known
 
 
+# sanitize_method reads the environment on every call; methods are client-chosen tokens.
+_sanitized_method = functools.lru_cache(maxsize=64)(sanitize_method)
+
+
 def server_middleware(provider: trace.TracerProvider) -> Middleware:
     """One SERVER span per request, continuing the caller's trace context, whose context
     the upstream request carries."""
@@ -173,18 +178,12 @@ def server_middleware(provider: trace.TracerProvider) -> Middleware:
     replaces = frozenset(name.lower().encode() for name in propagator.fields)
     mode = semconv_mode()
     request_attributes = RequestAttributes(mode)
-    methods: dict[str, str] = {}
 
     @web.middleware
     async def trace_request(request: web.Request, handler: _Handler) -> web.StreamResponse:
         if excluded is not None and excluded.url_disabled(request.path):
             return await handler(request)
-        method = methods.get(request.method)
-        if method is None:
-            # sanitize_method reads the environment on every call: once per method here.
-            method = sanitize_method(request.method)
-            if len(methods) < 64:  # methods are client-chosen tokens
-                methods[request.method] = method
+        method = _sanitized_method(request.method)
         route = _fixed_route(request)
         verb = "HTTP" if method == "_OTHER" else method  # as the conventions name it
         name = verb if route is None else f"{verb} {route}"

@@ -2,7 +2,7 @@
 
 `convert_record` is the conversion `serve` does (the same engine, built from the same
 settings, by kind of endpoint). `replay` converts each record with the current rules and
-sends the accepted ones through `send_event` (the upstream connection pool `serve` forwards
+sends the accepted ones through `Upstream` (the upstream connection pool `serve` forwards
 events over, with its not-sent / maybe-sent classification), at most `rate` per second,
 journalling each send (see `journal`) so that it never sends a record twice, even across an
 interrupted run.
@@ -17,8 +17,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from yarl import URL
-
 from proxy.config import Settings
 from proxy.envelope import Conversion, Engine, EnvelopeError, Rules
 from proxy.quarantine import journal as j
@@ -26,7 +24,7 @@ from proxy.quarantine.records import body_of
 from proxy.server import problems
 from proxy.server.forward import Answer, UpstreamError
 from proxy.server.state import choose_target
-from proxy.server.upstream import PoolBusy, UpstreamPool, request_bytes
+from proxy.server.upstream import PoolBusy, UpstreamPool, origin_and_prefix, request_bytes
 from proxy.server.version import HEALTH_PATH, version_from_health
 
 REPLAY_HEADER = "X-Envelope-Replay"
@@ -53,10 +51,10 @@ class Upstream:
 
     @classmethod
     def open(cls, url: str, *, connect_timeout: float, timeout: float) -> Upstream:
-        base = URL(url)
+        origin, prefix = origin_and_prefix(url)
         return cls(
-            pool=UpstreamPool(str(base.origin()), 1),
-            prefix=base.raw_path.rstrip("/").encode(),
+            pool=UpstreamPool(origin, 1),
+            prefix=prefix,
             connect_timeout=connect_timeout,
             timeout=timeout,
         )
@@ -83,11 +81,6 @@ class Upstream:
         return await self.pool.send(
             request, within=self.timeout, connect_timeout=self.connect_timeout
         )
-
-
-async def send_event(upstream: Upstream, request: bytes) -> Answer:
-    """The one place a replayed event goes upstream: the pool `serve` forwards events over."""
-    return await upstream.send(request)
 
 
 async def probe_target(
@@ -243,7 +236,7 @@ class Replayer:
             return
         await self._mark(record_id, j.IN_FLIGHT, target=self.target)
         try:
-            answer = await send_event(upstream, request)
+            answer = await upstream.send(request)
         except UpstreamError as err:
             if err.problem is problems.UPSTREAM_UNAVAILABLE:
                 await self._mark(record_id, j.NOT_SENT, code=err.problem.code)

@@ -22,6 +22,7 @@ from proxy.config import Settings, engine_options, parse_client_source, resolve_
 from proxy.contract import Extension
 from proxy.envelope import CANONICAL_TARGET, LEGACY_TARGET, Engine, Rules, load_rules
 from proxy.envelope.ids import SnowflakeMinter
+from proxy.server.upstream import origin_and_prefix
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def make_snapshot(
 ) -> Snapshot:
     target, version = choose_target(settings, rules, probed)
     upstream = settings.upstream
-    base = URL(upstream.url.rstrip("/"))
+    origin, prefix = origin_and_prefix(upstream.url)
     return Snapshot(
         settings=settings,
         rules=rules,
@@ -104,8 +105,8 @@ def make_snapshot(
         target=target,
         upstream_version=version,
         upstream_base=upstream.url.rstrip("/"),
-        upstream_origin=str(base.origin()),
-        upstream_prefix=base.raw_path.rstrip("/").encode(),
+        upstream_origin=origin,
+        upstream_prefix=prefix,
         client_header=client_header(settings),
         event_timeouts=aiohttp.ClientTimeout(
             total=upstream.timeout_seconds, sock_connect=upstream.connect_timeout_seconds

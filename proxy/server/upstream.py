@@ -475,6 +475,12 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(PoolBusy())
 
 
+def origin_and_prefix(url: str) -> tuple[str, bytes]:
+    """What a pool connects to (scheme://host:port) and the base path requests go under."""
+    base = URL(url.rstrip("/"))
+    return str(base.origin()), base.raw_path.rstrip("/").encode()
+
+
 def request_bytes(
     method: bytes,
     target: bytes,

@@ -144,3 +144,30 @@ async def test_pass_through_spans_are_named_by_method_and_parent_the_upstream_ca
     assert span.attributes["url.path"] == path
     sent = stack.upstream.headers[-1]["traceparent"]
     assert sent.split("-")[1:3] == [CALLER_TRACE, span.span_id]
+
+
+async def test_each_event_span_has_its_own_request_attributes(
+    aiohttp_server: Any, receiver: OtlpReceiver
+) -> None:
+    """Event spans reuse attributes computed for an earlier identical request: one that
+    differs in its user agent or query string still gets its own."""
+    stack = await start_stack(aiohttp_server, {"tracing": {"otlp_endpoint": receiver.endpoint}})
+    for user_agent, path in (
+        ("worker/1", "/api/events"),
+        ("worker/1", "/api/events"),
+        ("worker/2", "/api/events"),
+        ("worker/2", "/api/events?token=secret"),
+    ):
+        assert (await stack.post(SAMPLE, path=path, **{"User-Agent": user_agent}))[0] == 200
+    spans = await stack.spans(receiver, 4)
+    seen = sorted(
+        (s.attributes["user_agent.original"], s.attributes["url.path"], s.attributes["http.route"])
+        for s in spans
+    )
+    assert seen == [
+        ("worker/1", "/api/events", "/api/events"),
+        ("worker/1", "/api/events", "/api/events"),
+        ("worker/2", "/api/events", "/api/events"),
+        ("worker/2", "/api/events", "/api/events"),
+    ]
+    assert not any("secret" in str(value) for s in spans for value in s.attributes.values())

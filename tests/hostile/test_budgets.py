@@ -147,8 +147,7 @@ async def test_the_optional_pass_through_body_cap(
 ) -> None:
     """`limits.max_passthrough_body_bytes`: over it, 413 (declared: before anything is sent
     upstream; chunked: the upstream request is cut short); within it, passed through."""
-    upstream = WireUpstream()
-    upstream.script = _read_then_ok
+    upstream = WireUpstream(_read_then_ok)
     stack = await start_wire_stack(
         aiohttp_server, session, upstream, {"limits.max_passthrough_body_bytes": 100}
     )

@@ -160,8 +160,7 @@ async def test_an_answer_is_relayed_byte_exact_and_its_connection_reused(
     status: int,
     body: bytes,
 ) -> None:
-    upstream = WireUpstream()
-    upstream.script = _answers(*parts, pause=0.02)
+    upstream = WireUpstream(_answers(*parts, pause=0.02))
     stack = await _stack(aiohttp_server, session, upstream)
     try:
         async with asyncio.timeout(BOUND):
@@ -233,8 +232,7 @@ async def test_an_answer_that_ends_its_connection_is_not_reused(
 ) -> None:
     """`Connection: close`, HTTP/1.0, an answer delimited by the close: the answer is
     relayed, the proxy closes that connection itself, and the next event opens a new one."""
-    upstream = WireUpstream()
-    upstream.script = _answers(*parts, keep=not closes, pause=0.05)
+    upstream = WireUpstream(_answers(*parts, keep=not closes, pause=0.05))
     stack = await _stack(aiohttp_server, session, upstream)
     try:
         async with asyncio.timeout(BOUND):
@@ -353,8 +351,7 @@ async def test_a_broken_answer_is_a_502_not_retried_and_the_pool_recovers(
 ) -> None:
     """The upstream saw the request once; the client gets a 502 problem (not half an
     answer); the next event goes out on a fresh connection and succeeds."""
-    upstream = WireUpstream()
-    upstream.script = script
+    upstream = WireUpstream(script)
     stack = await _stack(aiohttp_server, session, upstream)
     try:
         async with asyncio.timeout(BOUND):
@@ -406,8 +403,7 @@ async def test_no_whole_answer_in_time_is_504_at_the_timeout_and_the_connection_
         closed_after.append(time.monotonic() - started)
         return False
 
-    upstream = WireUpstream()
-    upstream.script = stalls
+    upstream = WireUpstream(stalls)
     stack = await _stack(aiohttp_server, session, upstream, timeout_seconds=0.5)
     try:
         async with asyncio.timeout(BOUND):
@@ -475,8 +471,7 @@ async def test_an_idle_connection_the_upstream_broke_is_never_used(
     """A pooled connection the upstream closed, reset or wrote to while idle is dropped
     when that arrives: the next event goes out on a new connection, once, and gets its own
     answer (never bytes the upstream sent before it was asked)."""
-    upstream = WireUpstream()
-    upstream.script = script
+    upstream = WireUpstream(script)
     stack = await _stack(aiohttp_server, session, upstream)
     try:
         async with asyncio.timeout(BOUND):
@@ -522,8 +517,7 @@ async def test_more_events_than_pool_slots_wait_and_go_out_on_the_pooled_connect
     """Ten events and batches at once over a pool of two: each waits for a free
     connection and succeeds; the upstream never sees a third connection."""
     busy, most = [0], [0]
-    upstream = WireUpstream()
-    upstream.script = _slow(0.05, busy, most)
+    upstream = WireUpstream(_slow(0.05, busy, most))
     stack = await _stack(aiohttp_server, session, upstream, pool_size=2, connect_timeout_seconds=2)
     try:
         async with asyncio.timeout(BOUND):
@@ -545,8 +539,7 @@ async def test_events_that_wait_past_the_connect_timeout_are_503_and_never_sent(
     four are shed with 503 overloaded after `connect_timeout_seconds` and never reach the
     upstream, which never sees more than two connections."""
     busy, most = [0], [0]
-    upstream = WireUpstream()
-    upstream.script = _slow(1.5, busy, most)
+    upstream = WireUpstream(_slow(1.5, busy, most))
     stack = await _stack(
         aiohttp_server, session, upstream, pool_size=2, connect_timeout_seconds=0.4
     )

@@ -131,8 +131,7 @@ async def _answer_ok(
 async def wire(
     aiohttp_server: ServerFactory, session: aiohttp.ClientSession
 ) -> AsyncIterator[tuple[WireUpstream, Stack]]:
-    upstream = WireUpstream()
-    upstream.script = _answer_ok
+    upstream = WireUpstream(_answer_ok)
     stack = await start_wire_stack(aiohttp_server, session, upstream)
     yield upstream, stack
     await upstream.close()

@@ -146,8 +146,7 @@ async def _exchange(stack: Stack, request: bytes) -> bytes:
 
 @pytest.fixture
 async def wire_stack(aiohttp_server: ServerFactory, session: aiohttp.ClientSession) -> Any:
-    upstream = WireUpstream()
-    upstream.script = _answer_ok
+    upstream = WireUpstream(_answer_ok)
     stack = await start_wire_stack(
         aiohttp_server, session, upstream, {"limits.body_read_timeout_seconds": 1}
     )

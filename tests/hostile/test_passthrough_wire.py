@@ -34,8 +34,7 @@ async def test_control_characters_in_a_path_are_escaped_in_the_log(
 ) -> None:
     """A failed pass-through logs its decoded path with CR, LF, ESC, C1 and U+2028/2029
     escaped, and its detail speaks of a request, not of an event."""
-    upstream = WireUpstream()
-    upstream.script = _reset
+    upstream = WireUpstream(_reset)
     stack = await start_wire_stack(aiohttp_server, session, upstream)
     try:
         response = await raw_exchange(
@@ -72,8 +71,7 @@ async def test_any_path_is_passed_through(
 ) -> None:
     """Every path (encoded line feeds, NUL, encoded slashes) reaches the upstream exactly as
     sent; the proxy does not answer 404 itself."""
-    upstream = WireUpstream()
-    upstream.script = _answer_ok
+    upstream = WireUpstream(_answer_ok)
     stack = await start_wire_stack(aiohttp_server, session, upstream)
     try:
         response = await raw_exchange(stack, f"GET {target} HTTP/1.1\r\nHost: p\r\n\r\n".encode())
@@ -148,8 +146,7 @@ async def test_a_broken_upstream_answer_is_a_clean_502(
     status: int,
     code: str | None,
 ) -> None:
-    upstream = WireUpstream()
-    upstream.script = _sends(sent)
+    upstream = WireUpstream(_sends(sent))
     stack = await start_wire_stack(aiohttp_server, session, upstream)
     try:
         answer = await raw_exchange(stack, b"GET /api/x HTTP/1.1\r\nHost: p\r\n\r\n")
@@ -166,8 +163,7 @@ async def test_a_broken_upstream_answer_is_a_clean_502(
 async def test_a_silent_upstream_is_504_within_the_timeout(
     aiohttp_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
-    upstream = WireUpstream()
-    upstream.script = _sends(b"", then_wait=5)
+    upstream = WireUpstream(_sends(b"", then_wait=5))
     stack = await start_wire_stack(
         aiohttp_server, session, upstream, {"upstream.timeout_seconds": 0.5}
     )
@@ -200,8 +196,7 @@ async def test_an_answer_cut_mid_body_cuts_the_client_off(
 ) -> None:
     """Once the answer started, a broken body is not papered over: the client's connection
     is cut, so it sees the truncation instead of a complete-looking answer."""
-    upstream = WireUpstream()
-    upstream.script = _sends(*sent)
+    upstream = WireUpstream(_sends(*sent))
     stack = await start_wire_stack(aiohttp_server, session, upstream)
     try:
         async with session.get(stack.proxy + "/api/x") as response:
