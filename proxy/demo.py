@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy.emulator_commands import emulator_installed, report_not_installed
+from proxy.server.dispatch import serve_events_directly
 
 LEGACY_PROFILE = "rust-2.9.0"
 CURRENT_PROFILE = "rust-2.19.1"
@@ -118,10 +119,12 @@ def print_table(title: str, rows: list[Row], out: TextIO) -> None:
 
 
 async def _start(
-    app: web.Application, host: str, port: int, **kwargs: Any
+    app: web.Application, host: str, port: int, *, proxy: bool = False, **kwargs: Any
 ) -> tuple[web.AppRunner, str]:
     runner = web.AppRunner(app, **kwargs)
     await runner.setup()
+    if proxy:
+        serve_events_directly(runner)
     await web.TCPSite(runner, host, port).start()
     address = runner.addresses[0]
     return runner, f"http://{address[0]}:{address[1]}"
@@ -148,7 +151,7 @@ async def run_demo(*, keep_running: bool, listen: str, out: TextIO) -> int:
         environ={},
     )
     proxy = compose(settings)
-    proxy_runner, proxy_url = await _start(proxy.app, host, port, **proxy.app_kwargs)
+    proxy_runner, proxy_url = await _start(proxy.app, host, port, proxy=True, **proxy.app_kwargs)
     admin_runner, admin_url = await _start(proxy.admin, "127.0.0.1", 0, **proxy.admin_kwargs)
     state = proxy.state
     failed = 0

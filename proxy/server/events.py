@@ -15,7 +15,6 @@ goes into the `EventRecord` (`would_refuse`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
 
@@ -25,7 +24,7 @@ from proxy.server import admission, budget, problems
 from proxy.server.admission import Refusal
 from proxy.server.budget import Ticket
 from proxy.server.exchange import Exchange, as_received
-from proxy.server.keys import PEERS, STATE
+from proxy.server.keys import PEERS, POOLS, STATE
 
 
 class _Refused(Exception):
@@ -76,69 +75,81 @@ def _check_chunk(size: int, chunk: int, limit: int, ticket: Ticket) -> None:
         )
 
 
-async def _handle(request: web.Request, kind: Kind) -> web.StreamResponse:
-    state = request.app[STATE]
-    exchange = Exchange(request, state, kind)
-    snapshot = exchange.snapshot
-    limits = snapshot.settings.limits
-    refused = admission.before_body(request, limits)
-    if refused is not None:
-        return await exchange.refuse(refused)
-    ticket = budget.admit(state, request.app[PEERS], request.remote, limits, request.content_length)
-    if isinstance(ticket, str):
-        return await exchange.refuse(Refusal(problems.OVERLOADED, ticket))
-    try:
-        try:
-            body = await _read_body(
-                request, limits.max_body_bytes, limits.body_read_timeout_seconds, ticket
-            )
-        except _Refused as refused_body:
-            return await exchange.refuse(refused_body.refusal)
-        except asyncio.CancelledError:
-            # The server cancels the handler when the client leaves (if so configured).
-            exchange.record("rejected", error_code=problems.CLIENT_ABORTED.code)
-            raise
-        observing = snapshot.settings.mode == "observe"
-        if snapshot.settings.shadow or observing:
-            exchange.body = body  # the shadow check converts the original once more
-        engine = snapshot.engine
-        convert = engine.convert_batch if kind == "batch" else engine.convert_event
-        try:
-            conv = convert(body, snapshot.target)
-        except EnvelopeError as err:
-            if not observing:
-                return exchange.engine_refused(err, body)
-            exchange.note_refusal(err, body)
-            conv = as_received(body, None, snapshot.target)
-        else:
-            if observing:
-                conv = as_received(body, conv, snapshot.target)
-        # The upstream may take long: only the converted body stays in memory meanwhile.
-        del body
-        return await exchange.forward(conv)
-    finally:
-        ticket.release()
+class EventEndpoint:
+    """One event route of one application (`kind`): its handler and its `Expect` handler.
 
+    It holds what every request needs from the application, looked up once.
+    """
 
-def _expect(kind: Kind) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
-    async def expect(request: web.Request) -> web.StreamResponse | None:
+    __slots__ = ("app", "kind", "peers", "state")
+
+    def __init__(self, app: web.Application, kind: Kind) -> None:
+        self.app = app
+        self.kind: Kind = kind
+        self.state = app[STATE]
+        self.peers = app[PEERS]
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        state, kind = self.state, self.kind
+        exchange = Exchange(request, state, kind)
+        snapshot = exchange.snapshot
+        limits = snapshot.settings.limits
+        refused = admission.before_body(request, limits)
+        if refused is not None:
+            return await exchange.refuse(refused)
+        ticket = budget.admit(state, self.peers, request.remote, limits, request.content_length)
+        if isinstance(ticket, str):
+            return await exchange.refuse(Refusal(problems.OVERLOADED, ticket))
+        try:
+            try:
+                body = await _read_body(
+                    request, limits.max_body_bytes, limits.body_read_timeout_seconds, ticket
+                )
+            except _Refused as refused_body:
+                return await exchange.refuse(refused_body.refusal)
+            except asyncio.CancelledError:
+                # The server cancels the handler when the client leaves (if so configured).
+                exchange.record("rejected", error_code=problems.CLIENT_ABORTED.code)
+                raise
+            observing = snapshot.settings.mode == "observe"
+            if snapshot.settings.shadow or observing:
+                exchange.body = body  # the shadow check converts the original once more
+            engine = snapshot.engine
+            convert = engine.convert_batch if kind == "batch" else engine.convert_event
+            try:
+                conv = convert(body, snapshot.target)
+            except EnvelopeError as err:
+                if not observing:
+                    return exchange.engine_refused(err, body)
+                exchange.note_refusal(err, body)
+                conv = as_received(body, None, snapshot.target)
+            else:
+                if observing:
+                    conv = as_received(body, conv, snapshot.target)
+            # The upstream may take long: only the converted body stays in memory meanwhile.
+            del body
+            return await exchange.forward(conv, self.app[POOLS])
+        finally:
+            ticket.release()
+
+    async def expect(self, request: web.Request) -> web.StreamResponse | None:
         """`Expect: 100-continue`: refuse a body before the client sends it, for what the
         handler would refuse it for before reading it (it checks the same again once the
         body is read). A refusal is sent at once and the connection closed: the body is not
         coming (and is not waited for), or comes anyway and must not be read as a request.
         aiohttp runs this before the middlewares, so such a refusal has no span."""
-        state = request.app[STATE]
+        state = self.state
         limits = state.snapshot.settings.limits
         refused = admission.before_body(request, limits)
         if refused is None:
             overloaded = budget.refusal(
-                state, request.app[PEERS], request.remote, limits, request.content_length
+                state, self.peers, request.remote, limits, request.content_length
             )
             if overloaded is not None:
                 refused = Refusal(problems.OVERLOADED, overloaded)
         if refused is not None:
             closing = Refusal(refused.problem, refused.detail, at_once=True)
-            return await Exchange(request, state, kind).refuse(closing)
+            return await Exchange(request, state, self.kind).refuse(closing)
         if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
             raise web.HTTPExpectationFailed(text=f"Unknown Expect: {request.headers[hdrs.EXPECT]}")
         if request.version >= (1, 1):
@@ -146,17 +157,18 @@ def _expect(kind: Kind) -> Callable[[web.Request], Awaitable[web.StreamResponse 
             request.writer.output_size = 0  # the interim answer is not part of the response
         return None
 
-    return expect
 
-
-async def handle_event(request: web.Request) -> web.StreamResponse:
-    return await _handle(request, "event")
-
-
-async def handle_batch(request: web.Request) -> web.StreamResponse:
-    return await _handle(request, "batch")
+ROUTES: tuple[tuple[str, Kind], ...] = (("/api/events", "event"), ("/api/events/batch", "batch"))
+# The application's endpoints and their routes by path, for the dispatcher.
+ENDPOINTS = web.AppKey(
+    "envelope_proxy_event_endpoints", dict[str, tuple[EventEndpoint, web.AbstractRoute]]
+)
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/api/events", handle_event, expect_handler=_expect("event"))
-    app.router.add_post("/api/events/batch", handle_batch, expect_handler=_expect("batch"))
+    """The event routes on `app` (whose state and peer load are set already)."""
+    endpoints = app[ENDPOINTS] = {}
+    for path, kind in ROUTES:
+        endpoint = EventEndpoint(app, kind)
+        route = app.router.add_post(path, endpoint.handle, expect_handler=endpoint.expect)
+        endpoints[path] = (endpoint, route)

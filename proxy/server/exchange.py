@@ -27,9 +27,8 @@ from proxy.server import problems
 from proxy.server.admission import Refusal
 from proxy.server.forward import Answer, UpstreamError
 from proxy.server.headers import event_request_headers
-from proxy.server.keys import POOLS
 from proxy.server.state import ProxyState, Snapshot
-from proxy.server.upstream import PoolBusy, request_bytes
+from proxy.server.upstream import PoolBusy, UpstreamPools, request_bytes
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +125,13 @@ class Exchange:
         self.record("rejected", error_code=err.code)
         return problems.engine_problem(err, headers=self.headers())
 
-    async def forward(self, conv: Conversion) -> web.StreamResponse:
+    async def forward(self, conv: Conversion, pools: UpstreamPools) -> web.StreamResponse:
         """Send the converted body upstream and relay the answer (or the problem)."""
         self.conversion = conv
         request, snapshot = self.request, self.snapshot
         settings = snapshot.settings.upstream
         try:
-            upstream = request.app[POOLS].get(snapshot.upstream_origin, snapshot.generation)
+            upstream = pools.get(snapshot.upstream_origin, snapshot.generation)
             trace = request.get(TRACE_HEADERS)
             if trace is None:
                 headers = event_request_headers(request)

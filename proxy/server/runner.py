@@ -31,6 +31,7 @@ from proxy.compose import compose
 from proxy.config import MAX_MACHINE_ID, Settings, redact_url, resolve_machine_id, split_host_port
 from proxy.envelope.ids import SnowflakeMinter
 from proxy.server.app import RELOADER
+from proxy.server.dispatch import serve_events_directly
 from proxy.server.state import build_engine
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ async def _serve(
     )
     admin_runner = web.AppRunner(proxy.admin, shutdown_timeout=1.0, **proxy.admin_kwargs)
     await runner.setup()
+    serve_events_directly(runner)
     host, port = split_host_port(settings.listen)
     try:
         await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()

@@ -31,6 +31,7 @@ from proxy.config import Settings, load_settings
 from proxy.contract import EventRecord, ProxyView
 from proxy.emulator import create_emulator_app
 from proxy.envelope.ids import SnowflakeMinter
+from proxy.server.dispatch import serve_events_directly
 from proxy.server.keys import UPSTREAM_STATS
 from proxy.server.state import ProxyState
 from proxy.server.upstream import UpstreamStats
@@ -192,6 +193,8 @@ def as_served(server: TestServer) -> None:
     assert server.runner is not None
     assert server.runner.server is not None
     server.runner.server.handler_cancellation = False
+    assert isinstance(server.runner, web.AppRunner)
+    serve_events_directly(server.runner)
 
 
 def base_url(server: TestServer) -> str:
