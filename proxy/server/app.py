@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import hdrs, web
+from aiohttp import web
 
 from proxy.config import Settings
 from proxy.contract import Extension
@@ -58,16 +58,6 @@ def server_kwargs(settings: Settings) -> dict[str, Any]:
         **access_log_kwargs(settings.log.access),  # none unless `log.access` is on
         "logger": ServerLog(),
     }
-
-
-async def _close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
-    # A response-prepare hook rather than a middleware: no handler wrapping per request,
-    # and `Connection: close` also reaches clients of streamed pass-through answers.
-    if request.app[STATE].draining:
-        # Send keep-alive clients to another replica. aiohttp has chosen the connection
-        # header already when this hook runs, so it is set here as well.
-        response.force_close()
-        response.headers[hdrs.CONNECTION] = "close"
 
 
 def _cut_off(state: ProxyState, pools: UpstreamPools, streams: set[asyncio.Task[Any]]) -> None:
@@ -171,5 +161,4 @@ def create_app(
     passthrough.add_routes(app)
     app.cleanup_ctx.append(_upstream)
     app.on_shutdown.append(_mark_shutdown)
-    app.on_response_prepare.append(_close_when_draining)
     return app

@@ -33,12 +33,21 @@ class Ticket:
 
     __slots__ = ("_limits", "_load", "_peer", "_peer_key", "_released", "_state", "bytes")
 
-    def __init__(self, state: ProxyState, load: PeerLoad, peer: str | None, limits: LimitSettings):
+    def __init__(
+        self,
+        state: ProxyState,
+        load: PeerLoad,
+        peer: str | None,
+        limits: LimitSettings,
+        held: _Peer | None = None,
+    ):
         self._state = state
         self._load = load
         self._limits = limits
         self._peer_key = peer
-        self._peer = load.peers.setdefault(peer, _Peer())
+        if held is None:
+            held = load.peers[peer] = _Peer()
+        self._peer = held
         self._released = False
         self.bytes = 0
         state.inflight += 1
@@ -114,4 +123,4 @@ def admit(
     refused = refusal(state, load, peer, limits, declared)
     if refused is not None:
         return refused
-    return Ticket(state, load, peer, limits)
+    return Ticket(state, load, peer, limits, load.peers.get(peer))

@@ -8,9 +8,9 @@ with the `Expect` handling the application gives them; every other request goes 
 application as before.
 
 Each request gets the match info the router would have given it, made once per route (it
-is frozen, so requests can share it): `request.app`, the route in spans and access lines,
-and the response-prepare signals work as on any routed request. The routes stay registered
-on the application, so a server without the dispatcher serves them the same way.
+is frozen, so requests can share it): `request.app` and the route in spans and access lines
+work as on any routed request. The routes stay registered on the application, so a server
+without the dispatcher serves them the same way.
 """
 
 from __future__ import annotations

@@ -106,7 +106,9 @@ def _about_request(detail: str) -> str:
 async def handle_passthrough(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     response = await _admit(request)
-    extensions = request.app[STATE].extensions
+    state = request.app[STATE]
+    state.send_away(response)
+    extensions = state.extensions
     if extensions:
         seconds = time.perf_counter() - started
         for ext in extensions:
@@ -186,6 +188,7 @@ async def _relay(request: web.Request) -> web.StreamResponse:
     try:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         response.headers.extend(client_response_headers(upstream.headers))
+        request.app[STATE].send_away(response)
         try:
             await response.prepare(request)
         except ConnectionError:

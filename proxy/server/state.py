@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from aiohttp import hdrs, web
 from aiohttp.web import BaseRequest
 from yarl import URL
 
@@ -167,6 +168,15 @@ class ProxyState:
         for ext in self.extensions:
             ext.attach(view)
         self._announce(None)
+
+    def send_away(self, response: web.StreamResponse) -> None:
+        """While draining, the answer about to go out ends its keep-alive connection, so the
+        client reconnects to another replica. Called by each handler before its answer's
+        head is written (rather than in a response-prepare signal, which every request
+        would pay for)."""
+        if self.draining and not response.prepared:
+            response.force_close()
+            response.headers[hdrs.CONNECTION] = "close"
 
     def past_cutoff(self) -> bool:
         """True once the shutdown cutoff passed: exchanges still open give up (504)."""

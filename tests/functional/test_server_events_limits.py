@@ -499,3 +499,28 @@ async def test_an_event_waiting_for_a_busy_connection_keeps_its_time_budget(
     response, answer = await stack.post("/api/events", EMIT_REQUEST)  # ~0.3 + 0.3 s
     assert response.status == 200, answer
     assert (await first)[0].status == 200
+
+
+async def test_while_draining_every_answer_closes_its_connection(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """Draining sends keep-alive clients elsewhere: a forwarded event, a refused one and a
+    pass-through answer all carry `Connection: close`; before draining none does."""
+    stack = await start_stack(aiohttp_server, session, "rust-2.19.1")
+
+    async def connection_headers() -> list[str | None]:
+        seen = []
+        for path, body, headers in (
+            ("/api/events", EMIT_REQUEST, None),
+            ("/api/events", EMIT_REQUEST, {"Content-Type": "text/plain"}),
+        ):
+            response, _ = await stack.post(path, body, headers=headers)
+            seen.append(response.headers.get("Connection"))
+        async with session.get(stack.proxy + "/api/health") as response:
+            await response.read()
+            seen.append(response.headers.get("Connection"))
+        return seen
+
+    assert await connection_headers() == [None, None, None]
+    stack.state.draining = True
+    assert await connection_headers() == ["close", "close", "close"]
