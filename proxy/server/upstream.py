@@ -73,6 +73,12 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[Answer] | None = None
         self._started = 0.0
         self._budget = 0.0
+        # The answer's deadline, and one timer per connection that checks it: re-armed only
+        # when it fires during an exchange, instead of a timer made and cancelled for every
+        # exchange (a request's costliest single step here).
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._reset_answer()
 
     def _reset_answer(self) -> None:
@@ -187,14 +193,30 @@ class _Connection(asyncio.Protocol):
         self._started = time.perf_counter()
         self._reset_answer()
         self.transport.write(request)
-        timer = self._loop.call_at(deadline, self._timed_out)
+        self._deadline = deadline
+        if self._timer is None or deadline < self._timer_at:
+            self._arm(deadline)
         try:
             return await waiter
         finally:
-            timer.cancel()
             if self._waiter is waiter:  # cancelled while waiting: the framing is lost
                 self._waiter = None
                 self._close()
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._check_deadline)
+        self._timer_at = when
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if self._waiter is None or self.closed:
+            return  # idle: the next exchange arms it again
+        if self._loop.time() >= self._deadline:
+            self._timed_out()
+        else:
+            self._arm(self._deadline)  # a later exchange than the one it was armed for
 
     def _head(self, size: int) -> None:
         self._head_bytes += size
@@ -260,6 +282,9 @@ class _Connection(asyncio.Protocol):
             return
         self.closed = True
         self._pool.forget(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.transport is not None:
             if self.transport.get_write_buffer_size():
                 # Unsent request bytes: do not wait for a peer that stopped reading.
@@ -385,7 +410,10 @@ class UpstreamPool:
         is tried once more: nothing was sent on it.
         """
         deadline = self.loop.time() + within
-        await self._take_slot(min(connect_timeout, within))
+        if self._cut is None and self._busy < self.size and not self._waiters:
+            self._busy += 1  # a free slot, as `_take_slot` would give it, without awaiting
+        else:
+            await self._take_slot(min(connect_timeout, within))
         try:
             if self._cut is not None:
                 raise self._cut

@@ -424,6 +424,40 @@ async def test_no_whole_answer_in_time_is_504_at_the_timeout_and_the_connection_
         await upstream.close()
 
 
+async def test_a_reused_connection_times_out_at_its_own_exchanges_deadline(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """A connection keeps one deadline timer across its exchanges: an exchange that starts
+    while the timer of an earlier, answered one is still pending (armed for that earlier
+    deadline) still gets its whole `timeout_seconds`, then 504, on the same connection."""
+
+    async def answers_then_stalls(
+        head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        await read_body(head, reader)
+        if len(upstream.heads) == 1:
+            writer.write(OK)
+            return True
+        await reader.read()  # silent until the proxy gives up and closes
+        return False
+
+    upstream = WireUpstream(answers_then_stalls)
+    stack = await _stack(aiohttp_server, session, upstream, timeout_seconds=0.6)
+    try:
+        async with asyncio.timeout(BOUND):
+            response, _ = await _post(stack)
+            assert response.status == 200
+            await asyncio.sleep(0.3)  # the first exchange's timer is still pending
+            started = time.monotonic()
+            response, answer = await _post(stack)
+            took = time.monotonic() - started
+            assert response.status == 504, answer[:300]
+            assert 0.55 <= took < 1.5, took
+            assert upstream.connections == 1
+    finally:
+        await upstream.close()
+
+
 def _then(after: float, act: str, first: bytes = OK) -> Script:
     """Answer the first request with `first`, keeping the connection, then `after` seconds
     later `act` on it while it sits idle in the proxy's pool ("close", "reset", "junk");
