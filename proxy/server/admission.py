@@ -39,8 +39,11 @@ def is_json_content_type(request: web.BaseRequest) -> bool:
     return charset is None or charset.lower() in ("utf-8", "utf8")
 
 
-def before_body(request: web.BaseRequest, limits: LimitSettings) -> Refusal | None:
-    """Why the request is refused before its body is read, or None."""
+def before_body(
+    request: web.BaseRequest, limits: LimitSettings, declared: int | None
+) -> Refusal | None:
+    """Why the request is refused before its body is read (`declared`: its Content-Length),
+    or None."""
     refused = framing.refusal(request)
     if refused is not None:
         return Refusal(*refused, close=True)
@@ -55,7 +58,6 @@ def before_body(request: web.BaseRequest, limits: LimitSettings) -> Refusal | No
         return Refusal(
             problems.UNSUPPORTED_MEDIA_TYPE, "compressed request bodies are not accepted"
         )
-    declared = request.content_length
     if declared is not None and declared > limits.max_body_bytes:
         return Refusal(
             problems.BODY_TOO_LARGE,

@@ -151,8 +151,9 @@ def create_app(
     state = ProxyState(
         settings, extensions=extensions, config_file=config_file, load=reload_from, minter=minter
     )
-    middlewares = [mw for ext in extensions for mw in ext.server_middlewares()]
-    app = web.Application(middlewares=middlewares, client_max_size=settings.limits.max_body_bytes)
+    app = web.Application(
+        middlewares=state.middlewares, client_max_size=settings.limits.max_body_bytes
+    )
     app[STATE] = state
     app[UPSTREAM_STATS] = UpstreamStats()
     app[STREAMS] = set()

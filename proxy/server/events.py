@@ -99,10 +99,11 @@ class EventEndpoint:
         exchange = Exchange(request, state, kind)
         snapshot = exchange.snapshot
         limits = snapshot.settings.limits
-        refused = admission.before_body(request, limits)
+        declared = request.content_length
+        refused = admission.before_body(request, limits, declared)
         if refused is not None:
             return await exchange.refuse(refused)
-        ticket = budget.admit(state, self.peers, request.remote, limits, request.content_length)
+        ticket = budget.admit(state, self.peers, request.remote, limits, declared)
         if isinstance(ticket, str):
             return await exchange.refuse(Refusal(problems.OVERLOADED, ticket))
         try:
@@ -145,11 +146,10 @@ class EventEndpoint:
         aiohttp runs this before the middlewares, so such a refusal has no span."""
         state = self.state
         limits = state.snapshot.settings.limits
-        refused = admission.before_body(request, limits)
+        declared = request.content_length
+        refused = admission.before_body(request, limits, declared)
         if refused is None:
-            overloaded = budget.refusal(
-                state, self.peers, request.remote, limits, request.content_length
-            )
+            overloaded = budget.refusal(state, self.peers, request.remote, limits, declared)
             if overloaded is not None:
                 refused = Refusal(problems.OVERLOADED, overloaded)
         if refused is not None:

@@ -132,7 +132,9 @@ class Exchange:
         settings = snapshot.settings.upstream
         try:
             upstream = pools.get(snapshot.upstream_origin, snapshot.generation)
-            trace = request.get(TRACE_HEADERS)
+            # Only a middleware sets them; without one the lookup (a miss: an exception
+            # inside the request's Mapping.get) is skipped.
+            trace = request.get(TRACE_HEADERS) if self.state.middlewares else None
             if trace is None:
                 headers = event_request_headers(request)
             else:

@@ -167,6 +167,9 @@ class ProxyState:
         view = StateView(self)
         for ext in self.extensions:
             ext.attach(view)
+        # The server middlewares the extensions add (a tracing one puts TRACE_HEADERS on
+        # event requests); none means no request carries anything from one.
+        self.middlewares = tuple(mw for ext in self.extensions for mw in ext.server_middlewares())
         self._announce(None)
 
     def send_away(self, response: web.StreamResponse) -> None:
