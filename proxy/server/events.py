@@ -23,6 +23,7 @@ from proxy.envelope import EnvelopeError
 from proxy.server import admission, budget, problems
 from proxy.server.admission import Refusal
 from proxy.server.budget import Ticket
+from proxy.server.event_heads import EventHeads
 from proxy.server.exchange import Exchange, as_received
 from proxy.server.keys import PEERS, POOLS, STATE
 
@@ -81,13 +82,14 @@ class EventEndpoint:
     It holds what every request needs from the application, looked up once.
     """
 
-    __slots__ = ("app", "kind", "peers", "state")
+    __slots__ = ("app", "heads", "kind", "peers", "state")
 
     def __init__(self, app: web.Application, kind: Kind) -> None:
         self.app = app
         self.kind: Kind = kind
         self.state = app[STATE]
         self.peers = app[PEERS]
+        self.heads = EventHeads()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         response = await self._handle(request)
@@ -134,7 +136,7 @@ class EventEndpoint:
                     conv = as_received(body, conv, snapshot.target)
             # The upstream may take long: only the converted body stays in memory meanwhile.
             del body
-            return await exchange.forward(conv, self.app[POOLS])
+            return await exchange.forward(conv, self.app[POOLS], self.heads)
         finally:
             ticket.release()
 

@@ -25,10 +25,10 @@ from proxy.contract import TRACE_HEADERS, ClientHints, EventRecord, Kind, Outcom
 from proxy.envelope import Conversion, EnvelopeError
 from proxy.server import problems
 from proxy.server.admission import Refusal
+from proxy.server.event_heads import EventHeads
 from proxy.server.forward import Answer, UpstreamError
-from proxy.server.headers import event_request_headers
 from proxy.server.state import ProxyState, Snapshot
-from proxy.server.upstream import PoolBusy, UpstreamPools, request_bytes
+from proxy.server.upstream import PoolBusy, UpstreamPools
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,9 @@ class Exchange:
         self.record("rejected", error_code=err.code)
         return problems.engine_problem(err, headers=self.headers())
 
-    async def forward(self, conv: Conversion, pools: UpstreamPools) -> web.StreamResponse:
+    async def forward(
+        self, conv: Conversion, pools: UpstreamPools, heads: EventHeads
+    ) -> web.StreamResponse:
         """Send the converted body upstream and relay the answer (or the problem)."""
         self.conversion = conv
         request, snapshot = self.request, self.snapshot
@@ -135,14 +137,7 @@ class Exchange:
             # Only a middleware sets them; without one the lookup (a miss: an exception
             # inside the request's Mapping.get) is skipped.
             trace = request.get(TRACE_HEADERS) if self.state.middlewares else None
-            if trace is None:
-                headers = event_request_headers(request)
-            else:
-                headers = event_request_headers(request, trace.replaces)
-                headers.extend(trace.headers)
-            outgoing = request_bytes(
-                b"POST", snapshot.upstream_target(request), upstream.host_header, headers, conv.body
-            )
+            outgoing = heads.request(request, snapshot, upstream.host_header, trace, conv.body)
             answer = await upstream.send(
                 outgoing,
                 within=settings.timeout_seconds,

@@ -24,6 +24,7 @@ import asyncio
 import collections
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -520,17 +521,39 @@ def request_bytes(
 
     Raises UpstreamError (never sent) for a header the wire cannot carry.
     """
+    return with_body(request_head(method, target, host, headers), body)
+
+
+def request_head(
+    method: bytes, target: bytes, host: bytes, headers: Sequence[tuple[bytes, bytes]]
+) -> bytes:
+    """A request's line, `Host` and `headers`, each line ended; no framing, no blank line.
+
+    Raises UpstreamError (never sent) for a header the wire cannot carry.
+    """
     lines = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
     for name, value in headers:
         lines += (name, b": ", value, b"\r\n")
-    head = b"".join(lines)
-    # One count over the whole head rather than a test per header: every CR and LF in it
-    # must be one of the line ends written above.
-    if head.count(b"\n") != len(headers) + 2 or head.count(b"\r") != len(headers) + 2:
+    return checked_lines(b"".join(lines), len(headers) + 2)
+
+
+def checked_lines(head: bytes, lines: int) -> bytes:
+    """`head` if it holds exactly `lines` CRLF-ended lines and no other CR or LF, else
+    UpstreamError (never sent).
+
+    One count over the whole head rather than a test per header: every CR and LF in it
+    must be one of the line ends written.
+    """
+    if head.count(b"\n") != lines or head.count(b"\r") != lines:
         raise UpstreamError(
             UPSTREAM_REQUEST_FAILED,
             "a request header cannot be sent to the upstream; the event was not sent",
         )
+    return head
+
+
+def with_body(head: bytes, body: bytes | None) -> bytes:
+    """A request from its head (`request_head`) and body, framed by `Content-Length`."""
     if body is None:
         return head + b"\r\n"
     return b"".join((head, b"Content-Length: ", str(len(body)).encode(), b"\r\n\r\n", body))
