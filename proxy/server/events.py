@@ -92,11 +92,6 @@ class EventEndpoint:
         self.heads = EventHeads()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        response = await self._handle(request)
-        self.state.send_away(response)
-        return response
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
         state, kind = self.state, self.kind
         exchange = Exchange(request, state, kind)
         snapshot = exchange.snapshot

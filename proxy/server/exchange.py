@@ -2,7 +2,8 @@
 
 An `Exchange` is made when an event request arrives and gathers what it learns (shape,
 conversion, the engine's refusal, the body when a check needs it). Every way it ends goes
-through one of three doors, each of which records the outcome once for the extensions:
+through one of three doors, each of which records the outcome once for the extensions (and,
+while the proxy drains, has the answer close its connection):
 `refuse` (the proxy answers itself: problem+json),
 `engine_refused` (the engine's own problem) and `forward` (the upstream's answer relayed as
 it came — status, body bytes, content type, encoding, `Retry-After` — or the problem for an
@@ -106,6 +107,7 @@ class Exchange:
         response = problems.proxy_problem(
             problem, refusal.detail, headers=self.headers(), close=refusal.close or refusal.at_once
         )
+        self.state.send_away(response)
         if refusal.at_once:
             await problems.send_and_close(self.request, response)
         return response
@@ -123,7 +125,7 @@ class Exchange:
     def engine_refused(self, err: EnvelopeError, body: bytes) -> web.Response:
         self.note_refusal(err, body)
         self.record("rejected", error_code=err.code)
-        return problems.engine_problem(err, headers=self.headers())
+        return self._sent(problems.engine_problem(err, headers=self.headers()))
 
     async def forward(
         self, conv: Conversion, pools: UpstreamPools, heads: EventHeads
@@ -163,7 +165,9 @@ class Exchange:
                 conv.event_id,
             )
             self.record("upstream_failed", error_code=err.problem.code)
-            return problems.proxy_problem(err.problem, err.detail, headers=self.headers())
+            return self._sent(
+                problems.proxy_problem(err.problem, err.detail, headers=self.headers())
+            )
         status = answer.status
         self.record(
             "forwarded"
@@ -180,7 +184,7 @@ class Exchange:
             relayed[hdrs.CONTENT_ENCODING] = answer.content_encoding
         if answer.retry_after is not None:
             relayed[hdrs.RETRY_AFTER] = answer.retry_after
-        return web.Response(status=status, body=answer.body, headers=relayed)
+        return self._sent(web.Response(status=status, body=answer.body, headers=relayed))
 
     # -- what every door does --------------------------------------------------------------
 
@@ -230,6 +234,10 @@ class Exchange:
         )
         for ext in extensions:
             ext.on_event(record)
+
+    def _sent(self, response: web.Response) -> web.Response:
+        self.state.send_away(response)  # while draining: Connection: close
+        return response
 
     def headers(self) -> dict[str, str]:
         headers = {TARGET_HEADER: self.snapshot.target}

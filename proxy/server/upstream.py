@@ -186,7 +186,9 @@ class _Connection(asyncio.Protocol):
 
     # -- the exchange ----------------------------------------------------------------------
 
-    async def exchange(self, request: bytes, deadline: float, budget: float) -> Answer:
+    def start(self, request: bytes, deadline: float, budget: float) -> asyncio.Future[Answer]:
+        """Write `request`; its answer (or failure) comes in the returned future, which the
+        caller awaits and then hands to `settle`. Not a coroutine: one frame less per event."""
         assert self.transport is not None
         self._budget = budget
         waiter: asyncio.Future[Answer] = self._loop.create_future()
@@ -197,12 +199,13 @@ class _Connection(asyncio.Protocol):
         self._deadline = deadline
         if self._timer is None or deadline < self._timer_at:
             self._arm(deadline)
-        try:
-            return await waiter
-        finally:
-            if self._waiter is waiter:  # cancelled while waiting: the framing is lost
-                self._waiter = None
-                self._close()
+        return waiter
+
+    def settle(self, waiter: asyncio.Future[Answer]) -> None:
+        """After the wait for `waiter` ended, however it ended."""
+        if self._waiter is waiter:  # cancelled while waiting: the framing is lost
+            self._waiter = None
+            self._close()
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:
@@ -430,7 +433,11 @@ class UpstreamPool:
                         raise UpstreamError(
                             UPSTREAM_UNAVAILABLE, f"cannot connect to the upstream: {exc}"
                         ) from exc
-                return await conn.exchange(request, deadline, within)
+                waiter = conn.start(request, deadline, within)
+                try:
+                    return await waiter
+                finally:
+                    conn.settle(waiter)
             raise AssertionError("unreachable")
         finally:
             self._give_slot()
