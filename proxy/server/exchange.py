@@ -50,18 +50,22 @@ def event_ids(body: bytes) -> tuple[str, ...]:
         data = orjson.loads(body)  # integers stay exact up to 64 bits
     except orjson.JSONDecodeError:
         return ()
-    if not isinstance(data, dict):
+    if type(data) is not dict:
         return ()
     values = data.get("event_ids")
-    if not isinstance(values, list):
-        values = [data.get("event_id")]
-    ids = []
-    for value in values:
-        if isinstance(value, int) and not isinstance(value, bool):
-            ids.append(str(value))
-        elif isinstance(value, str) and value.lstrip("-").isdigit():
-            ids.append(value)
-    return tuple(ids)
+    if type(values) is not list:
+        exact = _exact(data.get("event_id"))  # a single event's answer: no list to build
+        return () if exact is None else (exact,)
+    return tuple(exact for value in values if (exact := _exact(value)) is not None)
+
+
+def _exact(value: object) -> str | None:
+    # orjson gives exact types: `int` here is never a bool.
+    if type(value) is int:
+        return str(value)
+    if type(value) is str and value.lstrip("-").isdigit():
+        return value
+    return None
 
 
 def as_received(body: bytes, conv: Conversion | None, target: str) -> Conversion:
@@ -204,33 +208,49 @@ class Exchange:
         headers = request.headers
         header = snapshot.client_header
         observing = snapshot.settings.mode == "observe"
+        if conv is None:
+            worker_id = shape = execution_id = event_id = batch_size = None
+        else:
+            worker_id, shape = conv.worker_id, conv.shape or None
+            execution_id, event_id, batch_size = (
+                conv.execution_id or None,
+                conv.event_id,
+                conv.batch_size,
+            )
+        if answer is None:
+            status = seconds = None
+            stored: tuple[str, ...] = ()
+        else:
+            status, seconds, stored = answer.status, answer.seconds, stored_ids(answer)
+        # Positional, in the fields' order: a record per event, and keyword arguments cost
+        # more to pass than the record's whole construction otherwise.
         record = EventRecord(
-            path=request.path,
-            hints=ClientHints(
-                header=headers.get(header) if header else None,
-                user_agent=headers.get(hdrs.USER_AGENT),
-                peer=request.remote,
+            request.path,
+            ClientHints(
+                headers.get(header) if header else None,
+                headers.get(hdrs.USER_AGENT),
+                request.remote,
             ),
-            worker_id=conv.worker_id if conv else None,
-            shape=self.shape,
-            target=snapshot.target,
-            upstream_version=snapshot.upstream_version,
-            outcome=outcome,
-            error_code=error_code,
-            upstream_status=answer.status if answer else None,
-            execution_id=(conv.execution_id or None) if conv else None,
-            request_event_id=conv.event_id if conv else None,
-            stored_event_ids=stored_ids(answer) if answer else (),
-            batch_size=conv.batch_size if conv else None,
-            upstream_seconds=answer.seconds if answer else None,
-            body=self.body,
-            started=self.started,
-            error_field=refusal.field if refusal else None,
-            error_index=refusal.index if refusal else None,
-            headers=headers,
-            mode="observe" if observing else "enforce",
-            would_refuse=refusal.code if refusal and observing else None,
-            kind=self.kind,
+            worker_id,
+            shape,
+            snapshot.target,
+            snapshot.upstream_version,
+            outcome,
+            error_code,
+            status,
+            execution_id,
+            event_id,
+            stored,
+            batch_size,
+            seconds,
+            self.body,
+            self.started,
+            refusal.field if refusal else None,
+            refusal.index if refusal else None,
+            headers,
+            "observe" if observing else "enforce",
+            refusal.code if refusal and observing else None,
+            self.kind,
         )
         for ext in extensions:
             ext.on_event(record)
