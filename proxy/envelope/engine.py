@@ -16,7 +16,8 @@ from proxy.envelope.convert import Conversion, convert_batch, convert_event, mak
 from proxy.envelope.detect import Detection, detect, explain
 from proxy.envelope.errors import UnknownShape
 from proxy.envelope.ids import SnowflakeMinter
-from proxy.envelope.jsonbody import RawObject, split_object
+from proxy.envelope.jsonbody import RawObject, refuse_repeated_keys, split_bounded, split_object
+from proxy.envelope.plan import Plans
 from proxy.envelope.rules import Rules, Shape
 
 
@@ -65,6 +66,7 @@ class Engine:
             batch_max_items=options.batch_max_items,
             now=options.now,
         )
+        self._plans = Plans(rules, self._context)
 
     def detect(self, body: bytes) -> Detection:
         """The shape of a body and the traits that matched."""
@@ -72,7 +74,16 @@ class Engine:
 
     def convert_event(self, body: bytes, target: str) -> Conversion:
         """Convert the body of a `POST /api/events` request to `target`."""
-        members, shape = self._detected(body)
+        members = split_bounded(body, self.options.max_depth)
+        planned = self._plans.convert_event(body, members, target)
+        if planned is not None:
+            return planned
+        return self.convert_event_generally(body, members, target)
+
+    def convert_event_generally(self, body: bytes, members: RawObject, target: str) -> Conversion:
+        """`convert_event` without plans: what decides every body a plan does not cover."""
+        refuse_repeated_keys(body, members)
+        shape = detect(members, self.rules)
         if shape.kind != "event":
             raise UnknownShape(
                 f"this is a {shape.name} body; send it to /api/events/batch, not /api/events"
@@ -81,7 +92,16 @@ class Engine:
 
     def convert_batch(self, body: bytes, target: str) -> Conversion:
         """Convert the body of a `POST /api/events/batch` request to `target`."""
-        members, shape = self._detected(body)
+        members = split_bounded(body, self.options.max_depth)
+        planned = self._plans.convert_batch(body, members, target)
+        if planned is not None:
+            return planned
+        return self.convert_batch_generally(body, members, target)
+
+    def convert_batch_generally(self, body: bytes, members: RawObject, target: str) -> Conversion:
+        """`convert_batch` without plans: what decides every body a plan does not cover."""
+        refuse_repeated_keys(body, members)
+        shape = detect(members, self.rules)
         if shape.kind != "batch":
             raise UnknownShape(
                 f"this is a single {shape.name} event; send it to /api/events, or wrap it"

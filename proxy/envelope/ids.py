@@ -40,15 +40,7 @@ class ExactId(NamedTuple):
 def parse_id(raw: bytes, field: str) -> ExactId:
     """Parse the raw JSON token of an id field; refuse anything that is not exact."""
     if raw[:1] == b'"':
-        text = raw[1:-1] if b"\\" not in raw else decode_string(raw).encode()
-        digits = text[1:] if text[:1] == b"-" else text
-        if not digits.isdigit() or not digits.isascii():
-            raise InvalidId(
-                f"{field} must be a decimal integer string (optional '-' and digits only);"
-                f" got {_preview(text.decode())}",
-                field=field,
-            )
-        return ExactId(_checked(int(text), field), written=text.decode())
+        return exact_id(decode_string(raw), field)
     try:
         # A valid JSON token that int() accepts is a plain integer: JSON has no '+',
         # '_' or spaces inside numbers, and fractions or exponents make int() fail.
@@ -65,6 +57,20 @@ def parse_id(raw: bytes, field: str) -> ExactId:
         raise InvalidId(
             f"{field} must be an integer or a decimal string; got {what}", field=field
         ) from None
+    return ExactId(_checked(value, field))
+
+
+def exact_id(value: int | str, field: str) -> ExactId:
+    """An id from its decoded JSON value: an integer, or a string of an optional '-' and digits."""
+    if isinstance(value, str):
+        digits = value[1:] if value[:1] == "-" else value
+        if not digits.isdigit() or not digits.isascii():
+            raise InvalidId(
+                f"{field} must be a decimal integer string (optional '-' and digits only);"
+                f" got {_preview(value)}",
+                field=field,
+            )
+        return ExactId(_checked(int(value), field), written=value)
     return ExactId(_checked(value, field))
 
 

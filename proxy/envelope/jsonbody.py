@@ -56,6 +56,13 @@ _ID_FIELDS = frozenset({"execution_id", "event_id"})
 
 def split_object(body: bytes, max_depth: int) -> RawObject:
     """Split a body into its top-level members, or raise the engine's error for it."""
+    members = split_bounded(body, max_depth)
+    refuse_repeated_keys(body, members)
+    return members
+
+
+def split_bounded(body: bytes, max_depth: int) -> RawObject:
+    """`split_object` without the repeated-key check, which the caller then owes."""
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -74,7 +81,6 @@ def split_object(body: bytes, max_depth: int) -> RawObject:
         raise TooDeep("the body is nested too deeply") from exc
     if _LONG_DIGITS in folded:
         _refuse_big_integers(members)
-    refuse_repeated_keys(body, members)
     return members
 
 

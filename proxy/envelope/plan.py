@@ -1,0 +1,593 @@
+"""Plans: the detection and conversion work a body's key layout alone decides, done once.
+
+A layout is the tuple of a body's top-level keys in order. On first sight of a layout and
+target an engine compiles which shapes the keys admit (only their first-byte type checks
+are left per body), which member feeds which canonical field, which members pass through
+under which `,"key":` prefix, and the target's output order. Per body only the values are
+checked. Whatever a plan does not cover, and every refusal, is handed to the general path
+(`detect` and `convert`), which then decides: both paths give the same bytes and errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any, Generic, TypeVar
+
+import msgspec
+from msgspec import ValidationError
+
+from proxy.envelope.convert import (
+    _NULL,
+    Context,
+    Conversion,
+    JsonBytes,
+    _is_null,
+    _key_prefix,
+    _meta,
+    _resolve_nested,
+    _status,
+    _text,
+)
+from proxy.envelope.detect import keys_admit
+from proxy.envelope.errors import EnvelopeError
+from proxy.envelope.ids import I64_MAX, I64_MIN, exact_id, parse_id
+from proxy.envelope.jsonbody import (
+    QUOTE,
+    Raw,
+    RawObject,
+    decode_string,
+    is_string,
+    refuse_repeated_keys,
+    split_array,
+    split_nested,
+)
+from proxy.envelope.rule_files import CANONICAL_FIELDS
+from proxy.envelope.rules import FieldPlan, Rules, Shape, Target
+from proxy.envelope.timestamps import is_plain_timestamp, validate_timestamp
+
+# Per target and kind: clients choose their keys, so layouts past this take the general path.
+MAX_LAYOUTS = 256
+MAX_STATUSES = 256
+
+Layout = tuple[str, ...]
+# (member index, first bytes allowed, integers only): a shape's type check on one member.
+_Check = tuple[int, frozenset[int], bool]
+_FIELD_AT = {field: index for index, field in enumerate(CANONICAL_FIELDS)}
+_EXECUTION_ID, _EVENT_TYPE, _STEP, _STATUS, _CREATED_AT = (
+    _FIELD_AT[field] for field in ("execution_id", "event_type", "step", "status", "created_at")
+)
+_CONTEXT, _EVENT_ID, _WORKER_ID, _META = (
+    _FIELD_AT[field] for field in ("context", "event_id", "worker_id", "meta")
+)
+_NOT_A_NUMBER = frozenset(b".eE")
+_STRING_START = frozenset(b'"')
+_INTEGER_FIRST_BYTES = frozenset(b"-0123456789")
+_INTEGER_BYTES = b"-0123456789\x00"
+_NUL = b"\x00"
+_NUL_QUOTE = b'\x00"'
+_MAY_BE_ABSENT = frozenset((_CONTEXT, _EVENT_ID, _WORKER_ID, _META))
+# Typed decoders double as the type checks: a wrong type raises ValidationError.
+_decode_id = msgspec.json.Decoder(int | str).decode
+_decode_optional_id = msgspec.json.Decoder(int | str | None).decode
+_decode_optional_string = msgspec.json.Decoder(str | None).decode
+
+
+def _refuse_repeats(
+    raw: bytes | Raw, members: RawObject, key_size: int, values: Sequence[JsonBytes]
+) -> None:
+    """`refuse_repeated_keys`, settled at once when the kept members account for every byte.
+
+    `key_size` is what the layout's keys take with their quotes, colons, commas and the
+    braces; the values add their own. Equal to the object's size: nothing was dropped.
+    """
+    if key_size + sum(map(len, values)) != len(raw):
+        refuse_repeated_keys(raw, members)
+
+
+def _id_token(value: int | str, field: str, integer: bool) -> tuple[bytes, str]:
+    """An id's token for the target and its decimal, from its decoded JSON value."""
+    if type(value) is int and I64_MIN <= value <= I64_MAX:
+        decimal = str(value)
+        return (decimal.encode() if integer else b'"' + decimal.encode() + b'"'), decimal
+    exact = exact_id(value, field)
+    return exact.encode("integer" if integer else "string"), str(exact.value)
+
+
+def _key_size(layout: Layout) -> int:
+    return 1 + sum(len(key.encode()) + 4 for key in layout)
+
+
+@dataclass(frozen=True, slots=True)
+class _EventPlan:
+    """One layout converted from one shape to one target."""
+
+    shape: str
+    target: str
+    pick: Callable[[Sequence[Any]], tuple[Any, ...]]  # the canonical fields, None if absent
+    nested: tuple[FieldPlan, ...]  # fields resolved per body from nested or default sources
+    # The output: `arrange` picks from the nine converted fields and then the members the
+    # values in output order (the target's fields, then the pass-through members), which
+    # go between the prefixes of `frame` (the first opens the object, the last closes it).
+    arrange: Callable[[Sequence[Any]], tuple[Any, ...]]
+    frame: tuple[bytes | None, ...]
+    null_when_absent: tuple[bool, ...]  # per output value: written as null when absent
+    omit_null_context: bool
+    integer_ids: bool  # else decimal strings
+    mint: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchPlan:
+    """One batch layout converted to one target."""
+
+    shape: str
+    target: str
+    execution_id: int  # member indices
+    events: int
+    worker_id: int | None
+    prefixes: tuple[bytes, ...]  # every member's prefix, in input order
+
+
+@dataclass(frozen=True, slots=True)
+class _ItemPlan:
+    """One batch item layout converted to one target."""
+
+    key_size: int
+    step: int
+    event_type: int
+    context: int | None
+    prefixes: tuple[bytes, bytes, bytes]  # step (opening the object), event_type, context
+    context_when_absent: bytes | None
+    omit_null_context: bool
+    extras: tuple[tuple[bytes, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Checks:
+    """A shape's type checks on one layout's members: strings and integers in bulk, any
+    other type one member at a time.
+
+    The bulk checks join the members with NUL, which valid JSON never holds outside an
+    escape: every string member starts with a quote exactly when the joined bytes hold as
+    many NUL-quote pairs as there are members; integer members (first byte `-` or a digit,
+    no fraction or exponent) are exactly those made of `-` and digits only.
+    """
+
+    strings: Callable[[Sequence[Any]], tuple[Any, ...]] | None
+    string_count: int
+    integers: Callable[[Sequence[Any]], tuple[Any, ...]] | None
+    others: tuple[_Check, ...]
+
+    @classmethod
+    def of(cls, shape: Shape, layout: Layout) -> _Checks:
+        strings: list[int] = []
+        integers: list[int] = []
+        others: list[_Check] = []
+        for check in shape.typed:
+            if check.key not in layout:
+                continue
+            index = layout.index(check.key)
+            if check.first_bytes == _STRING_START:
+                strings.append(index)
+            elif check.first_bytes == _INTEGER_FIRST_BYTES and check.integral:
+                integers.append(index)
+            else:
+                others.append((index, check.first_bytes, check.integral))
+        return cls(_picker(strings), len(strings), _picker(integers), tuple(others))
+
+    @property
+    def empty(self) -> bool:
+        return self.strings is None and self.integers is None and not self.others
+
+    def hold(self, values: Sequence[Any]) -> bool:
+        """The same verdict as `detect`'s type checks on these members."""
+        strings = self.strings
+        if strings is not None:
+            joined = _NUL + _NUL.join(strings(values))
+            if joined.count(_NUL_QUOTE) != self.string_count:
+                return False
+        integers = self.integers
+        if integers is not None and _NUL.join(integers(values)).translate(None, _INTEGER_BYTES):
+            return False
+        for index, first_bytes, integral in self.others:
+            data = bytes(values[index])
+            if data[0] not in first_bytes:
+                return False
+            if integral and data[0] != QUOTE and not _NOT_A_NUMBER.isdisjoint(data):
+                return False
+        return True
+
+
+def _picker(indices: Sequence[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]] | None:
+    """A C-level getter of these positions as a tuple (None: no positions)."""
+    if not indices:
+        return None
+    if len(indices) == 1:
+        return itemgetter(slice(indices[0], indices[0] + 1))
+    return itemgetter(*indices)
+
+
+_Plan = TypeVar("_Plan", _EventPlan, _BatchPlan)
+
+
+@dataclass(frozen=True, slots=True)
+class _LayoutPlan(Generic[_Plan]):
+    """A layout's shapes in detection order, each with its remaining type checks and its
+    plan (None: the general path takes bodies detected as that shape)."""
+
+    key_size: int
+    candidates: tuple[tuple[_Checks, _Plan | None], ...]
+
+    def detected(self, values: Sequence[Any]) -> _Plan | None:
+        """The plan of the first shape whose type checks hold (None: the general path)."""
+        for checks, plan in self.candidates:
+            if checks.hold(values):
+                return plan
+        return None
+
+
+class Plans:
+    """An engine's compiled plans, per target and layout, and its status caches; bounded."""
+
+    def __init__(self, rules: Rules, ctx: Context) -> None:
+        self._rules = rules
+        self._ctx = ctx
+        targets = rules.targets
+        self._events: dict[str, dict[Layout, _LayoutPlan[_EventPlan]]] = {t: {} for t in targets}
+        self._batches: dict[str, dict[Layout, _LayoutPlan[_BatchPlan]]] = {t: {} for t in targets}
+        self._items: dict[str, dict[Layout, _ItemPlan | None]] = {t: {} for t in targets}
+        self._statuses: dict[str, tuple[bytes | None, str | None]] = {}
+        self._derived: dict[str, JsonBytes] = {}
+
+    def convert_event(self, body: bytes, members: RawObject, target: str) -> Conversion | None:
+        """The conversion of an event body by plan; None: the general path decides.
+
+        `members` come from `split_bounded`: the repeated-key check is done here.
+        """
+        by_layout = self._events.get(target)
+        if by_layout is None:
+            return None
+        layout = tuple(members)
+        found = by_layout.get(layout)
+        if found is None:
+            if len(by_layout) >= MAX_LAYOUTS:
+                return None
+            found = by_layout[layout] = self._compile(layout, self._compile_event, target)
+        values: tuple[Any, ...] = (*members.values(), None)  # None: an absent field's pick
+        try:
+            _refuse_repeats(body, members, found.key_size, values[:-1])
+            plan = found.detected(values)
+            return self._event(plan, members, values) if plan is not None else None
+        except (EnvelopeError, ValidationError):
+            return None  # a refusal: the general path raises it, with its own message
+
+    def convert_batch(self, body: bytes, members: RawObject, target: str) -> Conversion | None:
+        """The conversion of a batch body by plan; None: the general path decides."""
+        by_layout = self._batches.get(target)
+        if by_layout is None:
+            return None
+        layout = tuple(members)
+        found = by_layout.get(layout)
+        if found is None:
+            if len(by_layout) >= MAX_LAYOUTS:
+                return None
+            found = by_layout[layout] = self._compile(layout, _compile_batch, target)
+        values: tuple[Any, ...] = (*members.values(), None)
+        try:
+            _refuse_repeats(body, members, found.key_size, values[:-1])
+            plan = found.detected(values)
+            return self._batch(plan, values) if plan is not None else None
+        except (EnvelopeError, ValidationError):
+            return None
+
+    # --- compiling --------------------------------------------------------------------------
+
+    def _compile(
+        self,
+        layout: Layout,
+        compile_shape: Callable[[Layout, Shape, Target], _Plan | None],
+        target: str,
+    ) -> _LayoutPlan[_Plan]:
+        keys = frozenset(layout)
+        candidates: list[tuple[_Checks, _Plan | None]] = []
+        for shape in self._rules.shapes:
+            if not keys_admit(shape, keys):
+                continue
+            checks = _Checks.of(shape, layout)
+            candidates.append((checks, compile_shape(layout, shape, self._rules.targets[target])))
+            if checks.empty:
+                break  # this shape always matches these keys: later ones are never reached
+        return _LayoutPlan(_key_size(layout), tuple(candidates))
+
+    def _compile_event(self, layout: Layout, shape: Shape, target: Target) -> _EventPlan | None:
+        """The plan, or None where the keys alone refuse the body (the general path says how)."""
+        if shape.kind != "event":
+            return None
+        given: dict[str, int] = {}
+        extras: list[tuple[bytes, int]] = []
+        for index, key in enumerate(layout):
+            field = shape.key_fields.get(key)
+            if field is None:
+                if key in target.written_keys:
+                    return None  # an input key named like an output key
+                extras.append((_key_prefix(key), index))
+            elif field in given:
+                return None  # two names of one field
+            else:
+                given[field] = index
+        nested = tuple(plan for plan in shape.nested_plan if plan.field not in given)
+        sourced = {*given, *(plan.field for plan in nested)}
+        if not {"execution_id", "event_type", "step"} <= sourced:
+            return None  # a required field with no source
+        output = [(_FIELD_AT[field], prefix) for field, prefix in target.prefixes]
+        if output[0][0] in _MAY_BE_ABSENT and target.prefixes[0][0] not in target.null_when_absent:
+            return None  # the key opening the object might be left out
+        output += [(len(CANONICAL_FIELDS) + index, prefix) for prefix, index in extras]
+        frame: list[bytes | None] = []
+        for _, prefix in output:
+            frame += (prefix, None)
+        frame[0] = b"{" + output[0][1][1:]
+        frame.append(b"}")
+        ctx = self._ctx
+        absent = len(layout)  # the None after the members
+        return _EventPlan(
+            shape=shape.name,
+            target=target.name,
+            pick=itemgetter(*(given.get(field, absent) for field in CANONICAL_FIELDS)),
+            nested=nested,
+            arrange=itemgetter(*(index for index, _ in output)),
+            frame=tuple(frame),
+            null_when_absent=tuple(field in target.null_when_absent for field, _ in target.prefixes)
+            + (False,) * len(extras),
+            omit_null_context="context" in target.omit_null,
+            integer_ids=target.id_type == "integer",
+            mint=ctx.mint == "always" or (ctx.mint == "auto" and target.mint_event_id),
+        )
+
+    def _compile_item(self, layout: Layout, target: Target) -> _ItemPlan | None:
+        item_keys = target.item_keys
+        written = frozenset(item_keys.values())
+        given: dict[str, int] = {}
+        extras: list[tuple[bytes, int]] = []
+        for index, key in enumerate(layout):
+            field = self._ctx.item_key_fields.get(key)
+            if field is None:
+                if key in written:
+                    return None
+                extras.append((_key_prefix(key), index))
+            elif field in given:
+                return None
+            else:
+                given[field] = index
+        if "step" not in given or "event_type" not in given:
+            return None
+        return _ItemPlan(
+            key_size=_key_size(layout),
+            step=given["step"],
+            event_type=given["event_type"],
+            context=given.get("context"),
+            prefixes=(
+                b"{" + _key_prefix(item_keys["step"])[1:],
+                _key_prefix(item_keys["event_type"]),
+                _key_prefix(item_keys["context"]),
+            ),
+            context_when_absent=_NULL if "context" in target.null_when_absent else None,
+            omit_null_context="context" in target.omit_null,
+            extras=tuple(extras),
+        )
+
+    # --- per body ---------------------------------------------------------------------------
+
+    def _event(
+        self, plan: _EventPlan, members: RawObject, values: tuple[Any, ...]
+    ) -> Conversion | None:
+        """Check and convert the values; None (or a raised refusal) for the general path."""
+        ctx = self._ctx
+        fields = plan.pick(values)
+        if plan.nested:
+            fields = self._resolved(plan.nested, members, list(fields))
+        execution_id, event_type, step, status, created_at, context, event_id, worker_id, meta = (
+            fields
+        )
+        if execution_id is None or event_type is None or step is None:
+            return None
+        integer = plan.integer_ids
+        execution_token, execution_decimal = _id_token(
+            _decode_id(execution_id), "execution_id", integer
+        )
+        decode_string(step)  # a string, or a refusal
+        status, original_status = self._status(status, decode_string(event_type), event_type)
+
+        if created_at is None:
+            created_at = ctx.stamp()
+        elif not is_plain_timestamp(created_at):
+            text = _decode_optional_string(created_at)
+            if text is None:
+                created_at = ctx.stamp()
+            else:
+                validate_timestamp(text)
+
+        if context is not None and plan.omit_null_context and _is_null(context):
+            context = None
+        event_token: bytes | None = None
+        event_decimal: str | None = None
+        if event_id is not None:
+            value = _decode_optional_id(event_id)
+            if value is not None:
+                event_token, event_decimal = _id_token(value, "event_id", integer)
+        worker_text = _decode_optional_string(worker_id) if worker_id is not None else None
+        if worker_text is None:
+            worker_id = None
+        if meta is not None:
+            meta = bytes(meta)
+            if meta == _NULL:
+                meta = None
+        meta = _meta(meta, original_status, ctx)
+
+        # Last, once nothing can refuse the body: a minted id is never spent on a refusal.
+        minted = False
+        if event_token is None and plan.mint:
+            event_token, event_decimal = _id_token(ctx.minter.next(), "event_id", integer)
+            minted = True
+
+        converted = (
+            execution_token,
+            event_type,
+            step,
+            status,
+            created_at,
+            context,
+            event_token,
+            worker_id,
+            meta,
+        )
+        row = plan.arrange(converted + values)
+        parts = list(plan.frame)
+        parts[1:-1:2] = row
+        if None in row:
+            for index, value in enumerate(row):
+                if value is None:
+                    if plan.null_when_absent[index]:
+                        parts[2 * index + 1] = _NULL
+                    else:
+                        parts[2 * index] = parts[2 * index + 1] = b""
+        return Conversion._make(
+            (
+                plan.shape,
+                plan.target,
+                b"".join(parts),  # type: ignore[arg-type]  # no None is left
+                execution_decimal,
+                event_decimal,
+                minted,
+                worker_text,
+                None,
+            )
+        )
+
+    def _resolved(
+        self, nested: tuple[FieldPlan, ...], members: RawObject, fields: list[Any]
+    ) -> tuple[Any, ...]:
+        """Fill fields no top-level key gave from their nested or default sources."""
+        split: dict[str, RawObject | None] = {}
+        step = self._ctx.rules.defaults.step
+        for field_plan in nested:
+            value, _ = _resolve_nested(members, field_plan.nested, split, step, field_plan.field)
+            if value is not None:
+                fields[_FIELD_AT[field_plan.field]] = value
+        return tuple(fields)
+
+    def _status(
+        self, status: JsonBytes | None, event_type: str, raw_event_type: JsonBytes
+    ) -> tuple[JsonBytes, str | None]:
+        """The status to send and the original it replaced (a wrong type raises).
+
+        Both depend on text alone, so both are cached by text: a status normalisation
+        leaves as it is goes out as written; derivation reads the event type.
+        """
+        text = _decode_optional_string(status) if status is not None else None
+        if status is not None and text is not None:
+            known = self._statuses.get(text)
+            if known is None:
+                sent, original = _status(status, raw_event_type, self._ctx)
+                known = (bytes(sent) if original is not None else None, original)
+                if len(self._statuses) < MAX_STATUSES:
+                    self._statuses[text] = known
+            canonical, original = known
+            return (status if canonical is None else canonical), original
+        derived = self._derived.get(event_type)
+        if derived is None:
+            derived = _status(None, raw_event_type, self._ctx)[0]
+            if len(self._derived) < MAX_STATUSES:
+                self._derived[event_type] = derived
+        return derived, None
+
+    def _batch(self, plan: _BatchPlan, values: tuple[Any, ...]) -> Conversion | None:
+        ctx = self._ctx
+        target = self._rules.targets[plan.target]
+        exact_id = parse_id(bytes(values[plan.execution_id]), "execution_id")
+        raw_items = split_array(values[plan.events])
+        if len(raw_items) > ctx.batch_max_items:
+            return None
+        items = self._items[plan.target]
+        converted: list[bytes] = []
+        for raw in raw_items:
+            item = self._item(raw, target, items)
+            if item is None:
+                return None
+            converted.append(item)
+        parts: list[JsonBytes] = []
+        for index, prefix in enumerate(plan.prefixes):
+            parts.append(prefix)
+            if index == plan.execution_id:
+                parts.append(exact_id.encode(target.batch_id))
+            elif index == plan.events:
+                parts.append(b"[" + b",".join(converted) + b"]")
+            else:
+                parts.append(values[index])
+        parts[0] = bytes(parts[0])[1:]
+        worker_id = values[plan.worker_id] if plan.worker_id is not None else None
+        if worker_id is not None and not is_string(worker_id):
+            worker_id = None
+        return Conversion._make(
+            (
+                plan.shape,
+                plan.target,
+                b"".join([b"{", *parts, b"}"]),
+                str(exact_id.value),
+                None,
+                False,
+                _text(worker_id) if worker_id is not None else None,
+                len(raw_items),
+            )
+        )
+
+    def _item(
+        self, raw: Raw, target: Target, items: dict[Layout, _ItemPlan | None]
+    ) -> bytes | None:
+        item = split_nested(raw)
+        if item is None:
+            return None
+        layout = tuple(item)
+        if layout in items:
+            plan = items[layout]
+        elif len(items) < MAX_LAYOUTS:
+            plan = items[layout] = self._compile_item(layout, target)
+        else:
+            return None
+        if plan is None:
+            return None
+        values = tuple(item.values())
+        _refuse_repeats(raw, item, plan.key_size, values)
+        step, event_type = values[plan.step], values[plan.event_type]
+        decode_string(step)  # strings, or a refusal
+        decode_string(event_type)
+        step_prefix, event_type_prefix, context_prefix = plan.prefixes
+        parts: list[JsonBytes] = [step_prefix, step, event_type_prefix, event_type]
+        context: JsonBytes | None = values[plan.context] if plan.context is not None else None
+        if context is not None and plan.omit_null_context and _is_null(context):
+            context = None
+        if context is None:
+            context = plan.context_when_absent
+        if context is not None:
+            parts += (context_prefix, context)
+        for prefix, index in plan.extras:
+            parts += (prefix, values[index])
+        parts.append(b"}")
+        return b"".join(parts)
+
+
+def _compile_batch(layout: Layout, shape: Shape, target: Target) -> _BatchPlan | None:
+    if shape.kind != "batch":
+        return None
+    if "execution_id" not in layout or "events" not in layout:
+        return None
+    return _BatchPlan(
+        shape=shape.name,
+        target=target.name,
+        execution_id=layout.index("execution_id"),
+        events=layout.index("events"),
+        worker_id=layout.index("worker_id") if "worker_id" in layout else None,
+        prefixes=tuple(_key_prefix(key) for key in layout),
+    )
