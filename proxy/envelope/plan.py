@@ -45,11 +45,12 @@ from proxy.envelope.jsonbody import (
 )
 from proxy.envelope.rule_files import CANONICAL_FIELDS
 from proxy.envelope.rules import FieldPlan, Rules, Shape, Target
-from proxy.envelope.timestamps import is_plain_timestamp, validate_timestamp
+from proxy.envelope.timestamps import plain_timestamp, validate_timestamp
 
 # Per target and kind: clients choose their keys, so layouts past this take the general path.
 MAX_LAYOUTS = 256
-MAX_STATUSES = 256
+MAX_STATUSES = 256  # entries of each value cache (statuses, derived statuses, metas)
+MAX_META_BYTES = 256  # larger metas are not cached
 
 Layout = tuple[str, ...]
 # (member index, first bytes allowed, integers only): a shape's type check on one member.
@@ -74,15 +75,13 @@ _decode_optional_id = msgspec.json.Decoder(int | str | None).decode
 _decode_optional_string = msgspec.json.Decoder(str | None).decode
 
 
-def _refuse_repeats(
-    raw: bytes | Raw, members: RawObject, key_size: int, values: Sequence[JsonBytes]
-) -> None:
+def _refuse_repeats(raw: bytes | Raw, members: RawObject, key_size: int) -> None:
     """`refuse_repeated_keys`, settled at once when the kept members account for every byte.
 
     `key_size` is what the layout's keys take with their quotes, colons, commas and the
     braces; the values add their own. Equal to the object's size: nothing was dropped.
     """
-    if key_size + sum(map(len, values)) != len(raw):
+    if key_size + sum(map(len, members.values())) != len(raw):
         refuse_repeated_keys(raw, members)
 
 
@@ -240,6 +239,7 @@ class Plans:
         self._items: dict[str, dict[Layout, _ItemPlan | None]] = {t: {} for t in targets}
         self._statuses: dict[str, tuple[bytes | None, str | None]] = {}
         self._derived: dict[str, JsonBytes] = {}
+        self._metas: dict[bytes, JsonBytes | None] = {}
 
     def convert_event(self, body: bytes, members: RawObject, target: str) -> Conversion | None:
         """The conversion of an event body by plan; None: the general path decides.
@@ -257,7 +257,7 @@ class Plans:
             found = by_layout[layout] = self._compile(layout, self._compile_event, target)
         values: tuple[Any, ...] = (*members.values(), None)  # None: an absent field's pick
         try:
-            _refuse_repeats(body, members, found.key_size, values[:-1])
+            _refuse_repeats(body, members, found.key_size)
             plan = found.detected(values)
             return self._event(plan, members, values) if plan is not None else None
         except (EnvelopeError, ValidationError):
@@ -276,7 +276,7 @@ class Plans:
             found = by_layout[layout] = self._compile(layout, _compile_batch, target)
         values: tuple[Any, ...] = (*members.values(), None)
         try:
-            _refuse_repeats(body, members, found.key_size, values[:-1])
+            _refuse_repeats(body, members, found.key_size)
             plan = found.detected(values)
             return self._batch(plan, values) if plan is not None else None
         except (EnvelopeError, ValidationError):
@@ -398,11 +398,21 @@ class Plans:
             _decode_id(execution_id), "execution_id", integer
         )
         decode_string(step)  # a string, or a refusal
-        status, original_status = self._status(status, decode_string(event_type), event_type)
+        event_text = decode_string(event_type)
+        original_status: str | None = None
+        status_text = _decode_optional_string(status) if status is not None else None
+        if status_text is None:
+            status = self._derived.get(event_text) or self._derive(event_text, event_type)
+        else:
+            canonical, original_status = self._statuses.get(status_text) or self._normalise(
+                status_text, status, event_type
+            )
+            if canonical is not None:
+                status = canonical
 
         if created_at is None:
             created_at = ctx.stamp()
-        elif not is_plain_timestamp(created_at):
+        elif plain_timestamp(created_at) is None:
             text = _decode_optional_string(created_at)
             if text is None:
                 created_at = ctx.stamp()
@@ -424,7 +434,10 @@ class Plans:
             meta = bytes(meta)
             if meta == _NULL:
                 meta = None
-        meta = _meta(meta, original_status, ctx)
+        if meta is not None and original_status is None:
+            meta = self._metas.get(meta) or self._meta(meta)
+        else:
+            meta = _meta(meta, original_status, ctx)
 
         # Last, once nothing can refuse the body: a minted id is never spent on a refusal.
         minted = False
@@ -447,13 +460,14 @@ class Plans:
         parts = list(plan.frame)
         parts[1:-1:2] = row
         if None in row:
-            for index, value in enumerate(row):
-                if value is None:
+            for index, given in enumerate(row):
+                if given is None:
                     if plan.null_when_absent[index]:
                         parts[2 * index + 1] = _NULL
                     else:
                         parts[2 * index] = parts[2 * index + 1] = b""
-        return Conversion._make(
+        return tuple.__new__(
+            Conversion,
             (
                 plan.shape,
                 plan.target,
@@ -463,7 +477,7 @@ class Plans:
                 minted,
                 worker_text,
                 None,
-            )
+            ),
         )
 
     def _resolved(
@@ -478,30 +492,31 @@ class Plans:
                 fields[_FIELD_AT[field_plan.field]] = value
         return tuple(fields)
 
-    def _status(
-        self, status: JsonBytes | None, event_type: str, raw_event_type: JsonBytes
-    ) -> tuple[JsonBytes, str | None]:
-        """The status to send and the original it replaced (a wrong type raises).
+    # The value caches: each holds what the conversion makes of a value (alone), bounded.
 
-        Both depend on text alone, so both are cached by text: a status normalisation
-        leaves as it is goes out as written; derivation reads the event type.
-        """
-        text = _decode_optional_string(status) if status is not None else None
-        if status is not None and text is not None:
-            known = self._statuses.get(text)
-            if known is None:
-                sent, original = _status(status, raw_event_type, self._ctx)
-                known = (bytes(sent) if original is not None else None, original)
-                if len(self._statuses) < MAX_STATUSES:
-                    self._statuses[text] = known
-            canonical, original = known
-            return (status if canonical is None else canonical), original
-        derived = self._derived.get(event_type)
-        if derived is None:
-            derived = _status(None, raw_event_type, self._ctx)[0]
-            if len(self._derived) < MAX_STATUSES:
-                self._derived[event_type] = derived
-        return derived, None
+    def _normalise(
+        self, text: str, status: JsonBytes, event_type: JsonBytes
+    ) -> tuple[bytes | None, str | None]:
+        """A status's canonical form (None: send it as written) and the original it replaces."""
+        sent, original = _status(status, event_type, self._ctx)
+        known = (bytes(sent) if original is not None else None, original)
+        if len(self._statuses) < MAX_STATUSES:
+            self._statuses[text] = known
+        return known
+
+    def _derive(self, text: str, event_type: JsonBytes) -> JsonBytes:
+        """The status derived from an event type, for a body without one."""
+        derived = _status(None, event_type, self._ctx)[0]
+        if len(self._derived) < MAX_STATUSES:
+            self._derived[text] = derived
+        return derived
+
+    def _meta(self, meta: bytes) -> JsonBytes | None:
+        """A given meta as sent when normalisation changed no status."""
+        sent = _meta(meta, None, self._ctx)
+        if len(self._metas) < MAX_STATUSES and len(meta) <= MAX_META_BYTES:
+            self._metas[meta] = sent
+        return sent
 
     def _batch(self, plan: _BatchPlan, values: tuple[Any, ...]) -> Conversion | None:
         ctx = self._ctx
@@ -559,7 +574,7 @@ class Plans:
         if plan is None:
             return None
         values = tuple(item.values())
-        _refuse_repeats(raw, item, plan.key_size, values)
+        _refuse_repeats(raw, item, plan.key_size)
         step, event_type = values[plan.step], values[plan.event_type]
         decode_string(step)  # strings, or a refusal
         decode_string(event_type)

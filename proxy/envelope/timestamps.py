@@ -11,8 +11,6 @@ import re
 import time
 from datetime import UTC, datetime
 
-from msgspec import Raw
-
 from proxy.envelope.errors import InvalidTimestamp
 
 # Field ranges are in the pattern so that one match settles everything except the days of
@@ -26,18 +24,13 @@ _RFC3339 = re.compile(
 # The common case as one bytes match on the raw JSON string, quotes included: no escapes,
 # an offset, and a day every month of that number has (29 and 30 but in February, 31 in
 # the long months; not in year 0, which the full check refuses). What it accepts, the full
-# check accepts; anything else goes to the full check.
-_PLAIN_RFC3339 = re.compile(
+# check accepts; anything else goes to the full check. A match or None.
+plain_timestamp = re.compile(
     rb'"(?!0000-..-(?:29|3))[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])'
     rb"|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
     rb"[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:(?:[0-5][0-9]|60)(?:\.[0-9]+)?"
     rb'(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"'
 ).fullmatch
-
-
-def is_plain_timestamp(raw: Raw | bytes) -> bool:
-    """A raw JSON string holding a valid timestamp of the common form (no other check needed)."""
-    return _PLAIN_RFC3339(raw) is not None
 
 
 def validate_timestamp(text: str, field: str = "created_at") -> None:
