@@ -66,7 +66,7 @@ class Engine:
             batch_max_items=options.batch_max_items,
             now=options.now,
         )
-        self._plans = Plans(rules, self._context)
+        self.plans = Plans(rules, self._context)  # compiled per key layout; see plan.py
 
     def detect(self, body: bytes) -> Detection:
         """The shape of a body and the traits that matched."""
@@ -75,7 +75,7 @@ class Engine:
     def convert_event(self, body: bytes, target: str) -> Conversion:
         """Convert the body of a `POST /api/events` request to `target`."""
         members = split_bounded(body, self.options.max_depth)
-        planned = self._plans.convert_event(body, members, target)
+        planned = self.plans.convert_event(body, members, target)
         if planned is not None:
             return planned
         return self.convert_event_generally(body, members, target)
@@ -93,7 +93,7 @@ class Engine:
     def convert_batch(self, body: bytes, target: str) -> Conversion:
         """Convert the body of a `POST /api/events/batch` request to `target`."""
         members = split_bounded(body, self.options.max_depth)
-        planned = self._plans.convert_batch(body, members, target)
+        planned = self.plans.convert_batch(body, members, target)
         if planned is not None:
             return planned
         return self.convert_batch_generally(body, members, target)
