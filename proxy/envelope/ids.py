@@ -63,15 +63,22 @@ def parse_id(raw: bytes, field: str) -> ExactId:
 def exact_id(value: int | str, field: str) -> ExactId:
     """An id from its decoded JSON value: an integer, or a string of an optional '-' and digits."""
     if isinstance(value, str):
-        digits = value[1:] if value[:1] == "-" else value
-        if not digits.isdigit() or not digits.isascii():
+        number = decimal_value(value)
+        if number is None:
             raise InvalidId(
                 f"{field} must be a decimal integer string (optional '-' and digits only);"
                 f" got {_preview(value)}",
                 field=field,
             )
-        return ExactId(_checked(int(value), field), written=value)
+        return ExactId(_checked(number, field), written=value)
     return ExactId(_checked(value, field))
+
+
+def decimal_value(text: str) -> int | None:
+    """The integer a decimal id string (an optional '-' and ASCII digits) spells, or None."""
+    if text.isascii() and (text.isdigit() or (text[:1] == "-" and text[1:].isdigit())):
+        return int(text)
+    return None
 
 
 def _checked(value: int, field: str) -> int:

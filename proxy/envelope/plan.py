@@ -32,7 +32,7 @@ from proxy.envelope.convert import (
 )
 from proxy.envelope.detect import keys_admit
 from proxy.envelope.errors import EnvelopeError
-from proxy.envelope.ids import I64_MAX, I64_MIN, exact_id, parse_id
+from proxy.envelope.ids import I64_MAX, I64_MIN, decimal_value, exact_id, parse_id
 from proxy.envelope.jsonbody import (
     QUOTE,
     Raw,
@@ -69,6 +69,7 @@ _INTEGER_BYTES = b"-0123456789\x00"
 _NUL = b"\x00"
 _NUL_QUOTE = b'\x00"'
 _MAY_BE_ABSENT = frozenset((_CONTEXT, _EVENT_ID, _WORKER_ID, _META))
+_NULL_AT = len(CANONICAL_FIELDS)  # where a plan's converted fields keep a null
 # Typed decoders double as the type checks: a wrong type raises ValidationError.
 _decode_id = msgspec.json.Decoder(int | str).decode
 _decode_optional_id = msgspec.json.Decoder(int | str | None).decode
@@ -87,10 +88,13 @@ def _refuse_repeats(raw: bytes | Raw, members: RawObject, key_size: int) -> None
 
 def _id_token(value: int | str, field: str, integer: bool) -> tuple[bytes, str]:
     """An id's token for the target and its decimal, from its decoded JSON value."""
-    if type(value) is int and I64_MIN <= value <= I64_MAX:
-        decimal = str(value)
-        return (decimal.encode() if integer else b'"' + decimal.encode() + b'"'), decimal
-    exact = exact_id(value, field)
+    number = value if isinstance(value, int) else decimal_value(value)
+    if number is not None and I64_MIN <= number <= I64_MAX:
+        decimal = str(number)
+        if integer:
+            return decimal.encode(), decimal
+        return b'"' + (value if isinstance(value, str) else decimal).encode() + b'"', decimal
+    exact = exact_id(value, field)  # refuses it
     return exact.encode("integer" if integer else "string"), str(exact.value)
 
 
@@ -106,9 +110,10 @@ class _EventPlan:
     target: str
     pick: Callable[[Sequence[Any]], tuple[Any, ...]]  # the canonical fields, None if absent
     nested: tuple[FieldPlan, ...]  # fields resolved per body from nested or default sources
-    # The output: `arrange` picks from the nine converted fields and then the members the
-    # values in output order (the target's fields, then the pass-through members), which
-    # go between the prefixes of `frame` (the first opens the object, the last closes it).
+    # The output: `arrange` picks from the nine converted fields, a null and the members
+    # the values in output order (the target's fields, then the pass-through members),
+    # which go between the prefixes of `frame` (the first opens the object, the last
+    # closes it).
     arrange: Callable[[Sequence[Any]], tuple[Any, ...]]
     frame: tuple[bytes | None, ...]
     null_when_absent: tuple[bool, ...]  # per output value: written as null when absent
@@ -321,29 +326,39 @@ class Plans:
         sourced = {*given, *(plan.field for plan in nested)}
         if not {"execution_id", "event_type", "step"} <= sourced:
             return None  # a required field with no source
-        output = [(_FIELD_AT[field], prefix) for field, prefix in target.prefixes]
-        if output[0][0] in _MAY_BE_ABSENT and target.prefixes[0][0] not in target.null_when_absent:
+        ctx = self._ctx
+        mint = ctx.mint == "always" or (ctx.mint == "auto" and target.mint_event_id)
+        # Fields no key (nor a nested source, nor minting) can give are left out, or
+        # written as null, here once rather than per body.
+        never = {"context", "worker_id"} | (set() if mint else {"event_id"})
+        output: list[tuple[int, bytes, bool]] = []  # (what arrange picks, prefix, null)
+        for field, prefix in target.prefixes:
+            null = field in target.null_when_absent
+            if field in never - sourced:
+                if null:
+                    output.append((_NULL_AT, prefix, False))
+                continue
+            output.append((_FIELD_AT[field], prefix, null))
+        if output[0][0] in _MAY_BE_ABSENT and not output[0][2]:
             return None  # the key opening the object might be left out
-        output += [(len(CANONICAL_FIELDS) + index, prefix) for prefix, index in extras]
+        output += [(_NULL_AT + 1 + index, prefix, False) for prefix, index in extras]
         frame: list[bytes | None] = []
-        for _, prefix in output:
+        for _, prefix, _ in output:
             frame += (prefix, None)
         frame[0] = b"{" + output[0][1][1:]
         frame.append(b"}")
-        ctx = self._ctx
         absent = len(layout)  # the None after the members
         return _EventPlan(
             shape=shape.name,
             target=target.name,
             pick=itemgetter(*(given.get(field, absent) for field in CANONICAL_FIELDS)),
             nested=nested,
-            arrange=itemgetter(*(index for index, _ in output)),
+            arrange=itemgetter(*(index for index, _, _ in output)),
             frame=tuple(frame),
-            null_when_absent=tuple(field in target.null_when_absent for field, _ in target.prefixes)
-            + (False,) * len(extras),
+            null_when_absent=tuple(null for _, _, null in output),
             omit_null_context="context" in target.omit_null,
             integer_ids=target.id_type == "integer",
-            mint=ctx.mint == "always" or (ctx.mint == "auto" and target.mint_event_id),
+            mint=mint,
         )
 
     def _compile_item(self, layout: Layout, target: Target) -> _ItemPlan | None:
@@ -434,10 +449,12 @@ class Plans:
             meta = bytes(meta)
             if meta == _NULL:
                 meta = None
-        if meta is not None and original_status is None:
-            meta = self._metas.get(meta) or self._meta(meta)
-        else:
+        if original_status is not None:
             meta = _meta(meta, original_status, ctx)
+        elif meta is None:
+            meta = ctx.attempts_meta
+        else:
+            meta = self._metas.get(meta) or self._meta(meta)
 
         # Last, once nothing can refuse the body: a minted id is never spent on a refusal.
         minted = False
@@ -455,6 +472,7 @@ class Plans:
             event_token,
             worker_id,
             meta,
+            _NULL,
         )
         row = plan.arrange(converted + values)
         parts = list(plan.frame)
