@@ -112,6 +112,7 @@ class SnowflakeMinter:
         if not 0 <= machine_id <= MAX_MACHINE_ID:
             raise ValueError(f"machine_id must be within 0..{MAX_MACHINE_ID}, got {machine_id}")
         self.machine_id = machine_id
+        self._machine = machine_id << _SEQUENCE_BITS
         self._clock_ms = clock_ms or _now_ms
         self._lock = threading.Lock()
         self._last_ms = -1
@@ -119,8 +120,9 @@ class SnowflakeMinter:
 
     def next(self) -> int:
         with self._lock:
-            now = max(self._clock_ms(), self._last_ms)
-            if now == self._last_ms:
+            now = self._clock_ms()
+            if now <= self._last_ms:
+                now = self._last_ms
                 if self._sequence == _MAX_SEQUENCE:
                     now += 1
                     self._sequence = 0
@@ -130,11 +132,7 @@ class SnowflakeMinter:
                 self._sequence = 0
             self._last_ms = now
             elapsed = now - SNOWFLAKE_EPOCH_MS
-            return (
-                (elapsed << (_MACHINE_BITS + _SEQUENCE_BITS))
-                | (self.machine_id << _SEQUENCE_BITS)
-                | self._sequence
-            )
+            return (elapsed << (_MACHINE_BITS + _SEQUENCE_BITS)) | self._machine | self._sequence
 
 
 def _now_ms() -> int:

@@ -63,10 +63,11 @@ def split_object(body: bytes, max_depth: int) -> RawObject:
 
 def split_bounded(body: bytes, max_depth: int) -> RawObject:
     """`split_object` without the repeated-key check, which the caller then owes."""
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidJson(f"the body is not valid UTF-8 (byte {exc.start})") from exc
+    if not body.isascii():  # ASCII is UTF-8; only other bodies need decoding to tell
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidJson(f"the body is not valid UTF-8 (byte {exc.start})") from exc
     folded = body.translate(_FOLD)
     if folded.count(b"[") > max_depth:
         _check_depth(body, max_depth)

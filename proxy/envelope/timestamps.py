@@ -77,4 +77,4 @@ class UtcStamper:
             # Two threads may both refresh the cache; both write the same value.
             prefix = time.strftime('"%Y-%m-%dT%H:%M:%S.', time.gmtime(second)).encode()
             self._prefix, self._second = prefix, second
-        return b'%s%06dZ"' % (self._prefix, fraction)
+        return self._prefix + b'%06dZ"' % fraction
