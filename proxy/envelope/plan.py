@@ -28,11 +28,10 @@ from proxy.envelope.convert import (
     _meta,
     _resolve_nested,
     _status,
-    _text,
 )
 from proxy.envelope.detect import keys_admit
 from proxy.envelope.errors import EnvelopeError
-from proxy.envelope.ids import I64_MAX, I64_MIN, decimal_value, exact_id, parse_id
+from proxy.envelope.ids import I64_MAX, I64_MIN, decimal_value, exact_id
 from proxy.envelope.jsonbody import (
     QUOTE,
     Raw,
@@ -127,11 +126,12 @@ class _BatchPlan:
     """One batch layout converted to one target."""
 
     shape: str
-    target: str
+    target: Target
+    integer_id: bool  # the batch's execution_id as an integer, else a decimal string
     execution_id: int  # member indices
     events: int
     worker_id: int | None
-    prefixes: tuple[bytes, ...]  # every member's prefix, in input order
+    frame: tuple[bytes | None, ...]  # every member's prefix and a slot for its value
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,43 +537,38 @@ class Plans:
         return sent
 
     def _batch(self, plan: _BatchPlan, values: tuple[Any, ...]) -> Conversion | None:
-        ctx = self._ctx
-        target = self._rules.targets[plan.target]
-        exact_id = parse_id(bytes(values[plan.execution_id]), "execution_id")
+        """Check and convert a batch and its items; None (or a refusal) for the general path."""
+        token, decimal = _id_token(
+            _decode_id(values[plan.execution_id]), "execution_id", plan.integer_id
+        )
         raw_items = split_array(values[plan.events])
-        if len(raw_items) > ctx.batch_max_items:
+        if len(raw_items) > self._ctx.batch_max_items:
             return None
-        items = self._items[plan.target]
-        converted: list[bytes] = []
-        for raw in raw_items:
-            item = self._item(raw, target, items)
-            if item is None:
-                return None
-            converted.append(item)
-        parts: list[JsonBytes] = []
-        for index, prefix in enumerate(plan.prefixes):
-            parts.append(prefix)
-            if index == plan.execution_id:
-                parts.append(exact_id.encode(target.batch_id))
-            elif index == plan.events:
-                parts.append(b"[" + b",".join(converted) + b"]")
-            else:
-                parts.append(values[index])
-        parts[0] = bytes(parts[0])[1:]
+        items = self._items[plan.target.name]
+        converted = [self._item(raw, plan.target, items) for raw in raw_items]
+        if None in converted:
+            return None
+        row: list[Any] = list(values[:-1])
+        row[plan.execution_id] = token
+        row[plan.events] = b"[" + b",".join(converted) + b"]"  # type: ignore[arg-type]
+        parts = list(plan.frame)
+        parts[1:-1:2] = row
         worker_id = values[plan.worker_id] if plan.worker_id is not None else None
-        if worker_id is not None and not is_string(worker_id):
-            worker_id = None
-        return Conversion._make(
+        worker_text = (
+            decode_string(worker_id) if worker_id is not None and is_string(worker_id) else None
+        )
+        return tuple.__new__(
+            Conversion,
             (
                 plan.shape,
-                plan.target,
-                b"".join([b"{", *parts, b"}"]),
-                str(exact_id.value),
+                plan.target.name,
+                b"".join(parts),  # type: ignore[arg-type]  # no None is left
+                decimal,
                 None,
                 False,
-                _text(worker_id) if worker_id is not None else None,
+                worker_text,
                 len(raw_items),
-            )
+            ),
         )
 
     def _item(
@@ -583,14 +578,13 @@ class Plans:
         if item is None:
             return None
         layout = tuple(item)
-        if layout in items:
-            plan = items[layout]
-        elif len(items) < MAX_LAYOUTS:
-            plan = items[layout] = self._compile_item(layout, target)
-        else:
-            return None
+        plan = items.get(layout)
         if plan is None:
-            return None
+            if layout in items or len(items) >= MAX_LAYOUTS:
+                return None  # a layout the keys refuse, or one past the bound
+            plan = items[layout] = self._compile_item(layout, target)
+            if plan is None:
+                return None
         values = tuple(item.values())
         _refuse_repeats(raw, item, plan.key_size)
         step, event_type = values[plan.step], values[plan.event_type]
@@ -616,11 +610,17 @@ def _compile_batch(layout: Layout, shape: Shape, target: Target) -> _BatchPlan |
         return None
     if "execution_id" not in layout or "events" not in layout:
         return None
+    frame: list[bytes | None] = []
+    for key in layout:
+        frame += (_key_prefix(key), None)
+    frame[0] = b"{" + _key_prefix(layout[0])[1:]
+    frame.append(b"}")
     return _BatchPlan(
         shape=shape.name,
-        target=target.name,
+        target=target,
+        integer_id=target.batch_id == "integer",
         execution_id=layout.index("execution_id"),
         events=layout.index("events"),
         worker_id=layout.index("worker_id") if "worker_id" in layout else None,
-        prefixes=tuple(_key_prefix(key) for key in layout),
+        frame=tuple(frame),
     )
