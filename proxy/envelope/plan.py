@@ -97,6 +97,18 @@ def _id_token(value: int | str, field: str, integer: bool) -> tuple[bytes, str]:
     return exact.encode("integer" if integer else "string"), str(exact.value)
 
 
+def _filled(parts: tuple[Any, ...], null_when_absent: tuple[bool, ...]) -> tuple[Any, ...]:
+    """The output parts with each absent value written as null or left out with its key."""
+    filled = list(parts)
+    for place, null in enumerate(null_when_absent):
+        if filled[2 * place + 1] is None:
+            if null:
+                filled[2 * place + 1] = _NULL
+            else:
+                filled[2 * place] = filled[2 * place + 1] = b""
+    return tuple(filled)
+
+
 def _key_size(layout: Layout) -> int:
     return 1 + sum(len(key.encode()) + 4 for key in layout)
 
@@ -109,12 +121,12 @@ class _EventPlan:
     target: str
     pick: Callable[[Sequence[Any]], tuple[Any, ...]]  # the canonical fields, None if absent
     nested: tuple[FieldPlan, ...]  # fields resolved per body from nested or default sources
-    # The output: `arrange` picks from the nine converted fields, a null and the members
-    # the values in output order (the target's fields, then the pass-through members),
-    # which go between the prefixes of `frame` (the first opens the object, the last
-    # closes it).
+    # The output: from the nine converted fields, a null, the members and `keys` (the
+    # prefixes in output order, the first opening the object, then its closing brace),
+    # `arrange` picks the parts of the output in order: each prefix and its value (the
+    # target's fields, then the pass-through members), then the brace.
     arrange: Callable[[Sequence[Any]], tuple[Any, ...]]
-    frame: tuple[bytes | None, ...]
+    keys: tuple[bytes, ...]
     null_when_absent: tuple[bool, ...]  # per output value: written as null when absent
     omit_null_context: bool
     integer_ids: bool  # else decimal strings
@@ -222,12 +234,12 @@ class _LayoutPlan(Generic[_Plan]):
     plan (None: the general path takes bodies detected as that shape)."""
 
     key_size: int
-    candidates: tuple[tuple[_Checks, _Plan | None], ...]
+    candidates: tuple[tuple[_Checks | None, _Plan | None], ...]  # None: no checks left
 
     def detected(self, values: Sequence[Any]) -> _Plan | None:
         """The plan of the first shape whose type checks hold (None: the general path)."""
         for checks, plan in self.candidates:
-            if checks.hold(values):
+            if checks is None or checks.hold(values):
                 return plan
         return None
 
@@ -262,7 +274,8 @@ class Plans:
             found = by_layout[layout] = self._compile(layout, self._compile_event, target)
         values: tuple[Any, ...] = (*members.values(), None)  # None: an absent field's pick
         try:
-            _refuse_repeats(body, members, found.key_size)
+            if found.key_size + sum(map(len, members.values())) != len(body):
+                refuse_repeated_keys(body, members)  # see _refuse_repeats
             plan = found.detected(values)
             return self._event(plan, members, values) if plan is not None else None
         except (EnvelopeError, ValidationError):
@@ -296,14 +309,16 @@ class Plans:
         target: str,
     ) -> _LayoutPlan[_Plan]:
         keys = frozenset(layout)
-        candidates: list[tuple[_Checks, _Plan | None]] = []
+        candidates: list[tuple[_Checks | None, _Plan | None]] = []
         for shape in self._rules.shapes:
             if not keys_admit(shape, keys):
                 continue
             checks = _Checks.of(shape, layout)
-            candidates.append((checks, compile_shape(layout, shape, self._rules.targets[target])))
+            plan = compile_shape(layout, shape, self._rules.targets[target])
             if checks.empty:
+                candidates.append((None, plan))
                 break  # this shape always matches these keys: later ones are never reached
+            candidates.append((checks, plan))
         return _LayoutPlan(_key_size(layout), tuple(candidates))
 
     def _compile_event(self, layout: Layout, shape: Shape, target: Target) -> _EventPlan | None:
@@ -342,19 +357,20 @@ class Plans:
         if output[0][0] in _MAY_BE_ABSENT and not output[0][2]:
             return None  # the key opening the object might be left out
         output += [(_NULL_AT + 1 + index, prefix, False) for prefix, index in extras]
-        frame: list[bytes | None] = []
-        for _, prefix, _ in output:
-            frame += (prefix, None)
-        frame[0] = b"{" + output[0][1][1:]
-        frame.append(b"}")
+        keys = [b"{" + output[0][1][1:], *(prefix for _, prefix, _ in output[1:]), b"}"]
+        keys_at = _NULL_AT + 1 + len(layout) + 1  # after the members and their None
+        parts: list[int] = []
+        for place, (index, _, _) in enumerate(output):
+            parts += (keys_at + place, index)
+        parts.append(keys_at + len(output))
         absent = len(layout)  # the None after the members
         return _EventPlan(
             shape=shape.name,
             target=target.name,
             pick=itemgetter(*(given.get(field, absent) for field in CANONICAL_FIELDS)),
             nested=nested,
-            arrange=itemgetter(*(index for index, _, _ in output)),
-            frame=tuple(frame),
+            arrange=itemgetter(*parts),
+            keys=tuple(keys),
             null_when_absent=tuple(null for _, _, null in output),
             omit_null_context="context" in target.omit_null,
             integer_ids=target.id_type == "integer",
@@ -462,34 +478,30 @@ class Plans:
             event_token, event_decimal = _id_token(ctx.minter.next(), "event_id", integer)
             minted = True
 
-        converted = (
-            execution_token,
-            event_type,
-            step,
-            status,
-            created_at,
-            context,
-            event_token,
-            worker_id,
-            meta,
-            _NULL,
+        parts = plan.arrange(
+            (
+                execution_token,
+                event_type,
+                step,
+                status,
+                created_at,
+                context,
+                event_token,
+                worker_id,
+                meta,
+                _NULL,
+                *values,
+                *plan.keys,
+            )
         )
-        row = plan.arrange(converted + values)
-        parts = list(plan.frame)
-        parts[1:-1:2] = row
-        if None in row:
-            for index, given in enumerate(row):
-                if given is None:
-                    if plan.null_when_absent[index]:
-                        parts[2 * index + 1] = _NULL
-                    else:
-                        parts[2 * index] = parts[2 * index + 1] = b""
+        if None in parts:
+            parts = _filled(parts, plan.null_when_absent)
         return tuple.__new__(
             Conversion,
             (
                 plan.shape,
                 plan.target,
-                b"".join(parts),  # type: ignore[arg-type]  # no None is left
+                b"".join(parts),  # no None is left
                 execution_decimal,
                 event_decimal,
                 minted,
