@@ -1,7 +1,8 @@
 """The engine's front door: bytes in, detected shape and converted bytes out.
 
 `Engine` binds a rules set and the conversion options; it holds no I/O and is safe to share
-between threads and requests (the only state is the event-id minter, which locks).
+between threads and requests (its state is the event-id minter, which locks, and its plans,
+which only grow, bounded: two threads may at worst compile one plan twice).
 """
 
 from __future__ import annotations

@@ -55,19 +55,14 @@ Layout = tuple[str, ...]
 # (member index, first bytes allowed, integers only): a shape's type check on one member.
 _Check = tuple[int, frozenset[int], bool]
 _FIELD_AT = {field: index for index, field in enumerate(CANONICAL_FIELDS)}
-_EXECUTION_ID, _EVENT_TYPE, _STEP, _STATUS, _CREATED_AT = (
-    _FIELD_AT[field] for field in ("execution_id", "event_type", "step", "status", "created_at")
-)
-_CONTEXT, _EVENT_ID, _WORKER_ID, _META = (
-    _FIELD_AT[field] for field in ("context", "event_id", "worker_id", "meta")
-)
 _NOT_A_NUMBER = frozenset(b".eE")
 _STRING_START = frozenset(b'"')
 _INTEGER_FIRST_BYTES = frozenset(b"-0123456789")
 _INTEGER_BYTES = b"-0123456789\x00"
 _NUL = b"\x00"
 _NUL_QUOTE = b'\x00"'
-_MAY_BE_ABSENT = frozenset((_CONTEXT, _EVENT_ID, _WORKER_ID, _META))
+# Fields a converted event may lack (the others always have a value).
+_MAY_BE_ABSENT = frozenset(_FIELD_AT[f] for f in ("context", "event_id", "worker_id", "meta"))
 _NULL_AT = len(CANONICAL_FIELDS)  # where a plan's converted fields keep a null
 # Typed decoders double as the type checks: a wrong type raises ValidationError.
 _decode_id = msgspec.json.Decoder(int | str).decode
