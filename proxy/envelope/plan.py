@@ -92,16 +92,16 @@ def _id_token(value: int | str, field: str, integer: bool) -> tuple[bytes, str]:
     return exact.encode("integer" if integer else "string"), str(exact.value)
 
 
-def _filled(parts: tuple[Any, ...], null_when_absent: tuple[bool, ...]) -> tuple[Any, ...]:
+def _filled(parts: Sequence[Any], optional: tuple[tuple[int, bool], ...]) -> list[Any]:
     """The output parts with each absent value written as null or left out with its key."""
     filled = list(parts)
-    for place, null in enumerate(null_when_absent):
-        if filled[2 * place + 1] is None:
+    for place, null in optional:
+        if filled[place] is None:
             if null:
-                filled[2 * place + 1] = _NULL
+                filled[place] = _NULL
             else:
-                filled[2 * place] = filled[2 * place + 1] = b""
-    return tuple(filled)
+                filled[place - 1] = filled[place] = b""
+    return filled
 
 
 def _key_size(layout: Layout) -> int:
@@ -122,7 +122,9 @@ class _EventPlan:
     # target's fields, then the pass-through members), then the brace.
     arrange: Callable[[Sequence[Any]], tuple[Any, ...]]
     keys: tuple[bytes, ...]
-    null_when_absent: tuple[bool, ...]  # per output value: written as null when absent
+    # Where in the output parts a value may be absent, and whether it is then written as
+    # null (else left out with its key).
+    optional: tuple[tuple[int, bool], ...]
     omit_null_context: bool
     integer_ids: bool  # else decimal strings
     mint: bool
@@ -366,7 +368,11 @@ class Plans:
             nested=nested,
             arrange=itemgetter(*parts),
             keys=tuple(keys),
-            null_when_absent=tuple(null for _, _, null in output),
+            optional=tuple(
+                (2 * place + 1, null)
+                for place, (index, _, null) in enumerate(output)
+                if index in _MAY_BE_ABSENT
+            ),
             omit_null_context="context" in target.omit_null,
             integer_ids=target.id_type == "integer",
             mint=mint,
@@ -473,7 +479,7 @@ class Plans:
             event_token, event_decimal = _id_token(ctx.minter.next(), "event_id", integer)
             minted = True
 
-        parts = plan.arrange(
+        parts: Sequence[Any] = plan.arrange(
             (
                 execution_token,
                 event_type,
@@ -490,7 +496,7 @@ class Plans:
             )
         )
         if None in parts:
-            parts = _filled(parts, plan.null_when_absent)
+            parts = _filled(parts, plan.optional)
         return tuple.__new__(
             Conversion,
             (
