@@ -148,13 +148,15 @@ class _ItemPlan:
     """One batch item layout converted to one target."""
 
     key_size: int
-    step: int
+    step: int  # member indices
     event_type: int
     context: int | None
-    prefixes: tuple[bytes, bytes, bytes]  # step (opening the object), event_type, context
-    context_when_absent: bytes | None
-    omit_null_context: bool
-    extras: tuple[tuple[bytes, int], ...]
+    # The item's context is left out when null (a null the target writes anyway is kept).
+    drop_null_context: bool
+    # The output, as for events: from the members and `keys`, `arrange` picks the parts
+    # in order (step, event type, context, the other members, the closing brace).
+    arrange: Callable[[Sequence[Any]], tuple[Any, ...]]
+    keys: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,19 +397,39 @@ class Plans:
                 given[field] = index
         if "step" not in given or "event_type" not in given:
             return None
+        keys: list[bytes] = []
+        parts: list[int] = []
+        keys_at = len(layout)
+
+        def write(prefix: bytes, index: int | None) -> None:
+            """A key and the member written under it (None: a null)."""
+            keys.append(prefix)
+            parts.append(keys_at + len(keys) - 1)
+            if index is None:
+                keys.append(_NULL)
+                index = keys_at + len(keys) - 1
+            parts.append(index)
+
+        write(b"{" + _key_prefix(item_keys["step"])[1:], given["step"])
+        write(_key_prefix(item_keys["event_type"]), given["event_type"])
+        context = given.get("context")
+        null_when_absent = "context" in target.null_when_absent
+        if context is not None or null_when_absent:
+            write(_key_prefix(item_keys["context"]), context)
+        for prefix, index in extras:
+            write(prefix, index)
+        keys.append(b"}")
+        parts.append(keys_at + len(keys) - 1)
         return _ItemPlan(
             key_size=_key_size(layout),
             step=given["step"],
             event_type=given["event_type"],
-            context=given.get("context"),
-            prefixes=(
-                b"{" + _key_prefix(item_keys["step"])[1:],
-                _key_prefix(item_keys["event_type"]),
-                _key_prefix(item_keys["context"]),
-            ),
-            context_when_absent=_NULL if "context" in target.null_when_absent else None,
-            omit_null_context="context" in target.omit_null,
-            extras=tuple(extras),
+            context=context,
+            drop_null_context=context is not None
+            and "context" in target.omit_null
+            and not null_when_absent,
+            arrange=itemgetter(*parts),
+            keys=tuple(keys),
         )
 
     # --- per body ---------------------------------------------------------------------------
@@ -603,18 +625,11 @@ class Plans:
         step, event_type = values[plan.step], values[plan.event_type]
         decode_string(step)  # strings, or a refusal
         decode_string(event_type)
-        step_prefix, event_type_prefix, context_prefix = plan.prefixes
-        parts: list[JsonBytes] = [step_prefix, step, event_type_prefix, event_type]
-        context: JsonBytes | None = values[plan.context] if plan.context is not None else None
-        if context is not None and plan.omit_null_context and _is_null(context):
-            context = None
-        if context is None:
-            context = plan.context_when_absent
-        if context is not None:
-            parts += (context_prefix, context)
-        for prefix, index in plan.extras:
-            parts += (prefix, values[index])
-        parts.append(b"}")
+        parts: Sequence[Any] = plan.arrange((*values, *plan.keys))
+        context = plan.context
+        if plan.drop_null_context and context is not None and _is_null(values[context]):
+            parts = list(parts)
+            parts[4] = parts[5] = b""  # the context's key and value, after step and event type
         return b"".join(parts)
 
 
