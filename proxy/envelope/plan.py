@@ -49,7 +49,7 @@ from proxy.envelope.timestamps import plain_timestamp, validate_timestamp
 # Per target and kind: clients choose their keys, so layouts past this take the general path.
 MAX_LAYOUTS = 256
 MAX_STATUSES = 256  # entries of each value cache (statuses, derived statuses, metas)
-MAX_META_BYTES = 256  # larger metas are not cached
+MAX_CACHED = 256  # longer values (characters or bytes) are not cached: clients choose them
 
 Layout = tuple[str, ...]
 # (member index, first bytes allowed, integers only): a shape's type check on one member.
@@ -553,21 +553,21 @@ class Plans:
         """A status's canonical form (None: send it as written) and the original it replaces."""
         sent, original = _status(status, event_type, self._ctx)
         known = (bytes(sent) if original is not None else None, original)
-        if len(self._statuses) < MAX_STATUSES:
+        if len(self._statuses) < MAX_STATUSES and len(text) <= MAX_CACHED:
             self._statuses[text] = known
         return known
 
     def _derive(self, text: str, event_type: JsonBytes) -> JsonBytes:
         """The status derived from an event type, for a body without one."""
         derived = _status(None, event_type, self._ctx)[0]
-        if len(self._derived) < MAX_STATUSES:
+        if len(self._derived) < MAX_STATUSES and len(text) <= MAX_CACHED:
             self._derived[text] = derived
         return derived
 
     def _meta(self, meta: bytes) -> JsonBytes | None:
         """A given meta as sent when normalisation changed no status."""
         sent = _meta(meta, None, self._ctx)
-        if len(self._metas) < MAX_STATUSES and len(meta) <= MAX_META_BYTES:
+        if len(self._metas) < MAX_STATUSES and len(meta) <= MAX_CACHED:
             self._metas[meta] = sent
         return sent
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from proxy.envelope import TARGETS, Conversion
-from proxy.envelope.plan import MAX_LAYOUTS
+from proxy.envelope.plan import MAX_LAYOUTS, MAX_STATUSES
 from proxy.envelope.timestamps import plain_timestamp, validate_timestamp
 from tests.planned import Outcome, assert_same, engine_pair
 from tests.samples import SAMPLES_DIR
@@ -292,3 +292,16 @@ def test_plain_timestamps_are_valid_ones() -> None:
     # Year 0 is valid up to the 28th only; of the other four years every real day matches
     # but 2024-02-29, which the full check settles.
     assert plain == 12 * 28 + 4 * 365
+
+
+def test_more_values_than_the_caches_hold() -> None:
+    """Distinct and long statuses, event types and metas, past the value caches' bounds,
+    still convert alike."""
+    pair = engine_pair()
+    for n in range(MAX_STATUSES + 20):
+        for body in (
+            canonical(status=f"s{n}", meta={"n": n}),
+            canonical(status=None, event_type=f"e{n}.done"),
+            canonical(status="Ok" + " " * 300 + str(n), meta={"n": "x" * 300}),
+        ):
+            assert isinstance(assert_same(pair, compact(body), "executor_event"), Conversion)
