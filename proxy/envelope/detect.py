@@ -7,6 +7,7 @@ event_request: missing field step"), never a bare "unknown".
 from __future__ import annotations
 
 from collections.abc import KeysView
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from proxy.envelope.errors import UnknownShape
@@ -38,8 +39,8 @@ def explain(members: RawObject, rules: Rules) -> Detection:
     return Detection(shape=shape.name, matched=tuple(_traits(shape)))
 
 
-def _matches(shape: Shape, members: RawObject, keys: KeysView[str]) -> bool:
-    """All traits hold: set operations on the keys, then first-byte type checks."""
+def keys_admit(shape: Shape, keys: AbstractSet[str]) -> bool:
+    """The traits on keys alone hold (required, forbidden, closed, the groups)."""
     if not shape.required_keys <= keys or not keys.isdisjoint(shape.forbidden):
         return False
     if shape.closed and not keys <= shape.allowed_keys:
@@ -47,9 +48,13 @@ def _matches(shape: Shape, members: RawObject, keys: KeysView[str]) -> bool:
     for group in shape.exactly_one:
         if len(keys & group) != 1:
             return False
-    for group in shape.at_least_one:
-        if keys.isdisjoint(group):
-            return False
+    return all(not keys.isdisjoint(group) for group in shape.at_least_one)
+
+
+def _matches(shape: Shape, members: RawObject, keys: KeysView[str]) -> bool:
+    """All traits hold: set operations on the keys, then first-byte type checks."""
+    if not keys_admit(shape, keys):
+        return False
     for check in shape.typed:
         raw = members.get(check.key)
         if raw is None:

@@ -1,7 +1,8 @@
 """The engine's front door: bytes in, detected shape and converted bytes out.
 
 `Engine` binds a rules set and the conversion options; it holds no I/O and is safe to share
-between threads and requests (the only state is the event-id minter, which locks).
+between threads and requests (its state is the event-id minter, which locks, and its plans,
+which only grow, bounded: two threads may at worst compile one plan twice).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from proxy.envelope.convert import Conversion, convert_batch, convert_event, mak
 from proxy.envelope.detect import Detection, detect, explain
 from proxy.envelope.errors import UnknownShape
 from proxy.envelope.ids import SnowflakeMinter
-from proxy.envelope.jsonbody import RawObject, split_object
+from proxy.envelope.jsonbody import RawObject, refuse_repeated_keys, split_bounded, split_object
+from proxy.envelope.plan import Plans
 from proxy.envelope.rules import Rules, Shape
 
 
@@ -65,6 +67,7 @@ class Engine:
             batch_max_items=options.batch_max_items,
             now=options.now,
         )
+        self.plans = Plans(rules, self._context)  # compiled per key layout; see plan.py
 
     def detect(self, body: bytes) -> Detection:
         """The shape of a body and the traits that matched."""
@@ -72,7 +75,16 @@ class Engine:
 
     def convert_event(self, body: bytes, target: str) -> Conversion:
         """Convert the body of a `POST /api/events` request to `target`."""
-        members, shape = self._detected(body)
+        members = split_bounded(body, self.options.max_depth)
+        planned = self.plans.convert_event(body, members, target)
+        if planned is not None:
+            return planned
+        return self.convert_event_generally(body, members, target)
+
+    def convert_event_generally(self, body: bytes, members: RawObject, target: str) -> Conversion:
+        """`convert_event` without plans: what decides every body a plan does not cover."""
+        refuse_repeated_keys(body, members)
+        shape = detect(members, self.rules)
         if shape.kind != "event":
             raise UnknownShape(
                 f"this is a {shape.name} body; send it to /api/events/batch, not /api/events"
@@ -81,7 +93,16 @@ class Engine:
 
     def convert_batch(self, body: bytes, target: str) -> Conversion:
         """Convert the body of a `POST /api/events/batch` request to `target`."""
-        members, shape = self._detected(body)
+        members = split_bounded(body, self.options.max_depth)
+        planned = self.plans.convert_batch(body, members, target)
+        if planned is not None:
+            return planned
+        return self.convert_batch_generally(body, members, target)
+
+    def convert_batch_generally(self, body: bytes, members: RawObject, target: str) -> Conversion:
+        """`convert_batch` without plans: what decides every body a plan does not cover."""
+        refuse_repeated_keys(body, members)
+        shape = detect(members, self.rules)
         if shape.kind != "batch":
             raise UnknownShape(
                 f"this is a single {shape.name} event; send it to /api/events, or wrap it"

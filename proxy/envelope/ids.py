@@ -40,15 +40,7 @@ class ExactId(NamedTuple):
 def parse_id(raw: bytes, field: str) -> ExactId:
     """Parse the raw JSON token of an id field; refuse anything that is not exact."""
     if raw[:1] == b'"':
-        text = raw[1:-1] if b"\\" not in raw else decode_string(raw).encode()
-        digits = text[1:] if text[:1] == b"-" else text
-        if not digits.isdigit() or not digits.isascii():
-            raise InvalidId(
-                f"{field} must be a decimal integer string (optional '-' and digits only);"
-                f" got {_preview(text.decode())}",
-                field=field,
-            )
-        return ExactId(_checked(int(text), field), written=text.decode())
+        return exact_id(decode_string(raw), field)
     try:
         # A valid JSON token that int() accepts is a plain integer: JSON has no '+',
         # '_' or spaces inside numbers, and fractions or exponents make int() fail.
@@ -66,6 +58,27 @@ def parse_id(raw: bytes, field: str) -> ExactId:
             f"{field} must be an integer or a decimal string; got {what}", field=field
         ) from None
     return ExactId(_checked(value, field))
+
+
+def exact_id(value: int | str, field: str) -> ExactId:
+    """An id from its decoded JSON value: an integer, or a string of an optional '-' and digits."""
+    if isinstance(value, str):
+        number = decimal_value(value)
+        if number is None:
+            raise InvalidId(
+                f"{field} must be a decimal integer string (optional '-' and digits only);"
+                f" got {_preview(value)}",
+                field=field,
+            )
+        return ExactId(_checked(number, field), written=value)
+    return ExactId(_checked(value, field))
+
+
+def decimal_value(text: str) -> int | None:
+    """The integer a decimal id string (an optional '-' and ASCII digits) spells, or None."""
+    if text.isascii() and (text.isdigit() or (text[:1] == "-" and text[1:].isdigit())):
+        return int(text)
+    return None
 
 
 def _checked(value: int, field: str) -> int:
@@ -99,6 +112,7 @@ class SnowflakeMinter:
         if not 0 <= machine_id <= MAX_MACHINE_ID:
             raise ValueError(f"machine_id must be within 0..{MAX_MACHINE_ID}, got {machine_id}")
         self.machine_id = machine_id
+        self._machine = machine_id << _SEQUENCE_BITS
         self._clock_ms = clock_ms or _now_ms
         self._lock = threading.Lock()
         self._last_ms = -1
@@ -106,8 +120,9 @@ class SnowflakeMinter:
 
     def next(self) -> int:
         with self._lock:
-            now = max(self._clock_ms(), self._last_ms)
-            if now == self._last_ms:
+            now = self._clock_ms()
+            if now <= self._last_ms:
+                now = self._last_ms
                 if self._sequence == _MAX_SEQUENCE:
                     now += 1
                     self._sequence = 0
@@ -117,11 +132,7 @@ class SnowflakeMinter:
                 self._sequence = 0
             self._last_ms = now
             elapsed = now - SNOWFLAKE_EPOCH_MS
-            return (
-                (elapsed << (_MACHINE_BITS + _SEQUENCE_BITS))
-                | (self.machine_id << _SEQUENCE_BITS)
-                | self._sequence
-            )
+            return (elapsed << (_MACHINE_BITS + _SEQUENCE_BITS)) | self._machine | self._sequence
 
 
 def _now_ms() -> int:

@@ -56,10 +56,18 @@ _ID_FIELDS = frozenset({"execution_id", "event_id"})
 
 def split_object(body: bytes, max_depth: int) -> RawObject:
     """Split a body into its top-level members, or raise the engine's error for it."""
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidJson(f"the body is not valid UTF-8 (byte {exc.start})") from exc
+    members = split_bounded(body, max_depth)
+    refuse_repeated_keys(body, members)
+    return members
+
+
+def split_bounded(body: bytes, max_depth: int) -> RawObject:
+    """`split_object` without the repeated-key check, which the caller then owes."""
+    if not body.isascii():  # ASCII is UTF-8; only other bodies need decoding to tell
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidJson(f"the body is not valid UTF-8 (byte {exc.start})") from exc
     folded = body.translate(_FOLD)
     if folded.count(b"[") > max_depth:
         _check_depth(body, max_depth)
@@ -74,7 +82,6 @@ def split_object(body: bytes, max_depth: int) -> RawObject:
         raise TooDeep("the body is nested too deeply") from exc
     if _LONG_DIGITS in folded:
         _refuse_big_integers(members)
-    refuse_repeated_keys(body, members)
     return members
 
 
