@@ -176,20 +176,17 @@ class ObservabilityExtension:
 
     def _on_event(self, record: EventRecord) -> None:
         now = self._clock()
-        identity = self._identifier.identity(record.hints, record.worker_id)
-        client = self._identifier.label(identity)
+        identity, client = self._identifier.identify(record.hints, record.worker_id)
         shape = record.shape or UNKNOWN_SHAPE
-        self.metrics.observe_event(
+        self.metrics.event_families.observe(
             client,
             shape,
             record.target,
             record.outcome,
-            record.upstream_seconds,
             now,
-            request_seconds=(
-                time.perf_counter() - record.started if record.started is not None else None
-            ),
-            batch_size=record.batch_size,
+            record.upstream_seconds,
+            time.perf_counter() - record.started if record.started is not None else None,
+            record.batch_size,
         )
         self.ledger.record(client, shape, now)
         if record.outcome == "rejected" and record.error_code is not None:

@@ -41,6 +41,9 @@ def clean(value: str) -> str:
     return text.strip()[:MAX_IDENTITY_LENGTH]
 
 
+_MAX_KNOWN_HINTS = 1024
+
+
 class ClientIdentifier:
     """Chooses a client identity per event and folds identities beyond the cap into `other`."""
 
@@ -50,10 +53,26 @@ class ClientIdentifier:
         self._sources = tuple(parse_client_source(spec) for spec in sources)
         self._max_clients = max_clients
         self._labels: set[str] = set()
+        # (identity, label) by the hints they come from: producers repeat them event after
+        # event. Bounded (hints are client-chosen); a label, once given, never changes.
+        self._known: dict[tuple[str | None, str | None, str | None, str | None], tuple[str, str]]
+        self._known = {}
 
     @property
     def max_clients(self) -> int:
         return self._max_clients
+
+    def identify(self, hints: ClientHints, worker_id: str | None) -> tuple[str, str]:
+        """The identity (`identity`) and its metric label (`label`), remembered per hints."""
+        key = (hints.header, hints.user_agent, hints.peer, worker_id)
+        known = self._known.get(key)
+        if known is None:
+            identity = self.identity(hints, worker_id)
+            known = (identity, self.label(identity))
+            if len(self._known) >= _MAX_KNOWN_HINTS:
+                self._known.clear()
+            self._known[key] = known
+        return known
 
     def identity(self, hints: ClientHints, worker_id: str | None) -> str:
         """The identity from the first source that has a non-empty value, else `unknown`."""

@@ -99,3 +99,20 @@ def test_max_clients_must_be_positive() -> None:
     """A cap of zero is a configuration error, not a silent `other` for everyone."""
     with pytest.raises(ValueError, match="max_clients"):
         ClientIdentifier(DEFAULT_SOURCES, 0)
+
+
+def test_identify_remembers_what_identity_and_label_give() -> None:
+    """`identify` answers as `identity` then `label` would, for hints seen once or often,
+    past the cap and past the number of hints it remembers."""
+    remembered = ClientIdentifier(DEFAULT_SOURCES, 3)
+    fresh = ClientIdentifier(DEFAULT_SOURCES, 3)
+    hints = [
+        ClientHints(header=f"worker-{i % 7}" if i % 3 else None, user_agent="ua", peer=f"p{i % 11}")
+        for i in range(2000)
+    ]
+    for round_ in range(2):
+        for number, hint in enumerate(hints):
+            worker_id = f"w{number % 5}" if number % 2 else None
+            identity = fresh.identity(hint, worker_id)
+            expected = (identity, fresh.label(identity))
+            assert remembered.identify(hint, worker_id) == expected, (round_, number)
