@@ -50,6 +50,9 @@ from proxy.envelope.timestamps import plain_timestamp, validate_timestamp
 MAX_LAYOUTS = 256
 MAX_STATUSES = 256  # entries of each value cache (statuses, derived statuses, metas)
 MAX_CACHED = 256  # longer values (characters or bytes) are not cached: clients choose them
+# A layout whose keys take more bytes than this is not compiled (nor kept): keys are
+# client-chosen too, and may be as long as the body.
+MAX_LAYOUT_BYTES = 4096
 
 Layout = tuple[str, ...]
 # (member index, first bytes allowed, integers only): a shape's type check on one member.
@@ -268,7 +271,7 @@ class Plans:
         layout = tuple(members)
         found = by_layout.get(layout)
         if found is None:
-            if len(by_layout) >= MAX_LAYOUTS:
+            if len(by_layout) >= MAX_LAYOUTS or _key_size(layout) > MAX_LAYOUT_BYTES:
                 return None
             found = by_layout[layout] = self._compile(layout, self._compile_event, target)
         values: tuple[Any, ...] = (*members.values(), None)  # None: an absent field's pick
@@ -288,7 +291,7 @@ class Plans:
         layout = tuple(members)
         found = by_layout.get(layout)
         if found is None:
-            if len(by_layout) >= MAX_LAYOUTS:
+            if len(by_layout) >= MAX_LAYOUTS or _key_size(layout) > MAX_LAYOUT_BYTES:
                 return None
             found = by_layout[layout] = self._compile(layout, _compile_batch, target)
         values: tuple[Any, ...] = (*members.values(), None)
@@ -615,8 +618,8 @@ class Plans:
         layout = tuple(item)
         plan = items.get(layout)
         if plan is None:
-            if layout in items or len(items) >= MAX_LAYOUTS:
-                return None  # a layout the keys refuse, or one past the bound
+            if layout in items or len(items) >= MAX_LAYOUTS or _key_size(layout) > MAX_LAYOUT_BYTES:
+                return None  # a layout the keys refuse, or one past the bounds
             plan = items[layout] = self._compile_item(layout, target)
             if plan is None:
                 return None
