@@ -291,7 +291,7 @@ def _key_prefix(key: str) -> bytes:
     prefix = _KEY_PREFIXES.get(key)
     if prefix is None:
         prefix = b"," + orjson.dumps(key) + b":"
-        if len(_KEY_PREFIXES) < 4096:  # bounded: keys come from clients
+        if len(_KEY_PREFIXES) < 4096 and len(key) <= 256:  # bounded: keys come from clients
             _KEY_PREFIXES[key] = prefix
     return prefix
 

@@ -10,7 +10,8 @@ checked. Whatever a plan does not cover, and every refusal, is handed to the gen
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Generic, TypeVar
@@ -50,6 +51,9 @@ from proxy.envelope.timestamps import plain_timestamp, validate_timestamp
 MAX_LAYOUTS = 256
 MAX_STATUSES = 256  # entries of each value cache (statuses, derived statuses, metas)
 MAX_CACHED = 256  # longer values (characters or bytes) are not cached: clients choose them
+# A layout whose keys take more bytes than this is not compiled (nor kept): keys are
+# client-chosen too, and may be as long as the body.
+MAX_LAYOUT_BYTES = 4096
 
 Layout = tuple[str, ...]
 # (member index, first bytes allowed, integers only): a shape's type check on one member.
@@ -102,6 +106,26 @@ def _filled(parts: Sequence[Any], optional: tuple[tuple[int, bool], ...]) -> lis
             else:
                 filled[place - 1] = filled[place] = b""
     return filled
+
+
+def _sources(
+    layout: Layout, key_fields: Mapping[str, str], written: AbstractSet[str]
+) -> tuple[dict[str, int], list[tuple[bytes, int]]] | None:
+    """Each field's member index and the pass-through members' prefixes and indices; None
+    for an input key named like an output key, or two names of one field."""
+    given: dict[str, int] = {}
+    extras: list[tuple[bytes, int]] = []
+    for index, key in enumerate(layout):
+        field = key_fields.get(key)
+        if field is None:
+            if key in written:
+                return None
+            extras.append((_key_prefix(key), index))
+        elif field in given:
+            return None
+        else:
+            given[field] = index
+    return given, extras
 
 
 def _key_size(layout: Layout) -> int:
@@ -268,7 +292,7 @@ class Plans:
         layout = tuple(members)
         found = by_layout.get(layout)
         if found is None:
-            if len(by_layout) >= MAX_LAYOUTS:
+            if len(by_layout) >= MAX_LAYOUTS or _key_size(layout) > MAX_LAYOUT_BYTES:
                 return None
             found = by_layout[layout] = self._compile(layout, self._compile_event, target)
         values: tuple[Any, ...] = (*members.values(), None)  # None: an absent field's pick
@@ -288,7 +312,7 @@ class Plans:
         layout = tuple(members)
         found = by_layout.get(layout)
         if found is None:
-            if len(by_layout) >= MAX_LAYOUTS:
+            if len(by_layout) >= MAX_LAYOUTS or _key_size(layout) > MAX_LAYOUT_BYTES:
                 return None
             found = by_layout[layout] = self._compile(layout, _compile_batch, target)
         values: tuple[Any, ...] = (*members.values(), None)
@@ -324,18 +348,10 @@ class Plans:
         """The plan, or None where the keys alone refuse the body (the general path says how)."""
         if shape.kind != "event":
             return None
-        given: dict[str, int] = {}
-        extras: list[tuple[bytes, int]] = []
-        for index, key in enumerate(layout):
-            field = shape.key_fields.get(key)
-            if field is None:
-                if key in target.written_keys:
-                    return None  # an input key named like an output key
-                extras.append((_key_prefix(key), index))
-            elif field in given:
-                return None  # two names of one field
-            else:
-                given[field] = index
+        sources = _sources(layout, shape.key_fields, target.written_keys)
+        if sources is None:
+            return None
+        given, extras = sources
         nested = tuple(plan for plan in shape.nested_plan if plan.field not in given)
         sourced = {*given, *(plan.field for plan in nested)}
         if not {"execution_id", "event_type", "step"} <= sourced:
@@ -382,19 +398,10 @@ class Plans:
 
     def _compile_item(self, layout: Layout, target: Target) -> _ItemPlan | None:
         item_keys = target.item_keys
-        written = frozenset(item_keys.values())
-        given: dict[str, int] = {}
-        extras: list[tuple[bytes, int]] = []
-        for index, key in enumerate(layout):
-            field = self._ctx.item_key_fields.get(key)
-            if field is None:
-                if key in written:
-                    return None
-                extras.append((_key_prefix(key), index))
-            elif field in given:
-                return None
-            else:
-                given[field] = index
+        sources = _sources(layout, self._ctx.item_key_fields, frozenset(item_keys.values()))
+        if sources is None:
+            return None
+        given, extras = sources
         if "step" not in given or "event_type" not in given:
             return None
         keys: list[bytes] = []
@@ -615,8 +622,8 @@ class Plans:
         layout = tuple(item)
         plan = items.get(layout)
         if plan is None:
-            if layout in items or len(items) >= MAX_LAYOUTS:
-                return None  # a layout the keys refuse, or one past the bound
+            if layout in items or len(items) >= MAX_LAYOUTS or _key_size(layout) > MAX_LAYOUT_BYTES:
+                return None  # a layout the keys refuse, or one past the bounds
             plan = items[layout] = self._compile_item(layout, target)
             if plan is None:
                 return None

@@ -42,6 +42,9 @@ def clean(value: str) -> str:
 
 
 _MAX_KNOWN_HINTS = 1024
+# Hints longer than this (characters, all four together) are not remembered: the envelope's
+# worker id can be as long as the body, and a thousand of those would stay in memory.
+_MAX_KNOWN_CHARS = 1024
 
 
 class ClientIdentifier:
@@ -54,7 +57,8 @@ class ClientIdentifier:
         self._max_clients = max_clients
         self._labels: set[str] = set()
         # (identity, label) by the hints they come from: producers repeat them event after
-        # event. Bounded (hints are client-chosen); a label, once given, never changes.
+        # event. Bounded in count and size (hints are client-chosen); a label, once given,
+        # never changes.
         self._known: dict[tuple[str | None, str | None, str | None, str | None], tuple[str, str]]
         self._known = {}
 
@@ -69,9 +73,10 @@ class ClientIdentifier:
         if known is None:
             identity = self.identity(hints, worker_id)
             known = (identity, self.label(identity))
-            if len(self._known) >= _MAX_KNOWN_HINTS:
-                self._known.clear()
-            self._known[key] = known
+            if sum(len(hint) for hint in key if hint is not None) <= _MAX_KNOWN_CHARS:
+                if len(self._known) >= _MAX_KNOWN_HINTS:
+                    self._known.clear()
+                self._known[key] = known
         return known
 
     def identity(self, hints: ClientHints, worker_id: str | None) -> str:

@@ -6,8 +6,9 @@ connection's `Host`, the request target, the client's raw header bytes and addre
 trace headers the caller replaces. Producers send the same head request after request, so
 the head is built (header hygiene, `event_request_headers`) and checked for what the wire
 cannot carry (`request_head`) once, and looked up after that. Heads hold client-chosen
-bytes: at most `size` are kept, and when full the cache starts over, so clients whose
-heads differ on every request (a request id header) pay a lookup and no more.
+bytes: at most `size` are kept, none longer than `_MAX_KEPT`, and when full the cache
+starts over, so clients whose heads differ on every request (a request id header) pay a
+lookup and no more.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from proxy.server.state import Snapshot
 from proxy.server.upstream import checked_lines, request_head, with_body
 
 _Key = tuple[object, ...]
+# A longer head (a client may send up to about a megabyte of headers) is built, not kept.
+_MAX_KEPT = 8192
 
 
 class EventHeads:
@@ -58,9 +61,10 @@ class EventHeads:
         if head is None:
             headers = event_request_headers(request, replaced or frozenset())
             head = request_head(b"POST", snapshot.upstream_target(request), host, headers)
-            if len(self._heads) >= self._size:
-                self._heads.clear()
-            self._heads[key] = head
+            if len(head) <= _MAX_KEPT:
+                if len(self._heads) >= self._size:
+                    self._heads.clear()
+                self._heads[key] = head
         if trace is not None and trace.headers:
             lines = b"".join(b"%s: %s\r\n" % pair for pair in trace.headers)
             head += checked_lines(lines, len(trace.headers))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
@@ -85,3 +87,22 @@ def test_a_trace_header_the_wire_cannot_carry_is_never_sent() -> None:
     request = make_mocked_request("POST", "/api/events", headers=HEADS[0])
     with pytest.raises(UpstreamError, match="cannot be sent"):
         EventHeads().request(request, _snapshot(), HOST, bad, b"{}")
+
+
+def test_long_heads_are_built_and_not_kept() -> None:
+    """A client may send about a megabyte of headers: such heads are exact, and not kept."""
+    heads, snapshot = EventHeads(), _snapshot()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for number in range(10):
+            headers = {f"X-Big-{n}": f"{number}-" + "v" * 8000 for n in range(10)}
+            request = make_mocked_request("POST", "/api/events", headers=headers)
+            assert heads.request(request, snapshot, HOST, None, b"{}") == _built(
+                request, snapshot, None, b"{}"
+            )
+            del request, headers
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 600_000  # kept, ten heads and their keys would take 1.6 MB

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 
 from proxy.config import Settings
@@ -116,3 +118,19 @@ def test_identify_remembers_what_identity_and_label_give() -> None:
             identity = fresh.identity(hint, worker_id)
             expected = (identity, fresh.label(identity))
             assert remembered.identify(hint, worker_id) == expected, (round_, number)
+
+
+def test_identify_does_not_keep_long_hints() -> None:
+    """A worker id may be as long as the body: such hints are answered, not remembered."""
+    ids = ClientIdentifier(("worker_id",), 3)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for number in range(20):
+            worker_id = f"{number}" + "w" * 100_000
+            identity, _ = ids.identify(ClientHints(None, None, None), worker_id)
+            assert identity == f"worker:{worker_id}"[:MAX_IDENTITY_LENGTH]
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 200_000

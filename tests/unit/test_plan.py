@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -272,6 +273,33 @@ def test_more_layouts_than_the_bound(target: str) -> None:
         assert isinstance(assert_same(pair, body, target, planned=planned), Conversion)
     assert isinstance(assert_same(pair, bodies[0], target), Conversion)
     assert not isinstance(assert_same(pair, bodies[-1][:-1] + b",1}", target), Conversion)
+
+
+@pytest.mark.parametrize("where", ["event", "batch", "item"])
+def test_layouts_of_long_keys_are_not_kept(where: str) -> None:
+    """Keys are client-chosen and may be as long as the body: a layout of long keys is
+    converted alike by the general path and not kept by the plans."""
+    pair = engine_pair()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for number in range(10):
+            extra = {f"{number}" + "k" * 100_000: number}
+            if where == "event":
+                body, is_batch = compact(canonical(**extra)), False
+            elif where == "batch":
+                body, is_batch = compact(batch(**extra)), True
+            else:
+                item = {"step": "fetch", "name": "call.done", "payload": {}, **extra}
+                body, is_batch = compact(batch(item)), True
+            assert isinstance(
+                assert_same(pair, body, TARGETS[0], batch=is_batch, planned=False), Conversion
+            )
+            del body, extra
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 300_000
 
 
 def test_plain_timestamps_are_valid_ones() -> None:
