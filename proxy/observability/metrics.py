@@ -175,22 +175,6 @@ class ProxyMetrics:
         self._inflight_provider: Callable[[], int] = lambda: 0
         self.inflight.set_function(self._read_inflight)
 
-    def observe_event(
-        self,
-        client: str,
-        shape: str,
-        target: str,
-        outcome: str,
-        upstream_seconds: float | None,
-        now: float,
-        request_seconds: float | None = None,
-        batch_size: int | None = None,
-    ) -> None:
-        """Count one answered event request (`batch_size`: items of a batch request)."""
-        self.event_families.observe(
-            client, shape, target, outcome, now, upstream_seconds, request_seconds, batch_size
-        )
-
     def observe_passthrough(self, status: int, seconds: float) -> None:
         """Count one answered pass-through request."""
         series = self._passthrough_series.get(f"{status // 100}xx")

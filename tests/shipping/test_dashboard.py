@@ -92,8 +92,9 @@ def test_every_queried_metric_is_exported() -> None:
 def test_exported_families_match_the_proxy_registry() -> None:
     """The documented families and labels are the ones the proxy's registry exposes."""
     metrics = ProxyMetrics()
-    metrics.observe_event("c", "worker_event", "event_request", "forwarded", 0.01, 1.0)
-    metrics.observe_event("c", "batch", "event_request", "forwarded", 0.01, 1.0, 0.02, 3)
+    families = metrics.event_families
+    families.observe("c", "worker_event", "event_request", "forwarded", 1.0, 0.01, None, None)
+    families.observe("c", "batch", "event_request", "forwarded", 1.0, 0.01, 0.02, 3)
     metrics.observe_passthrough(200, 0.01)
     metrics.observe_shadow("c", "executor_event", "ok")
     metrics.observe_rejection("c", "unknown_shape")
