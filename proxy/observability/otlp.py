@@ -32,8 +32,6 @@ _SMALL = [bytes((n,)) for n in range(128)]
 _FIXED64 = struct.Struct("<Q").pack
 _DOUBLE = struct.Struct("<d").pack
 _U64 = (1 << 64) - 1
-# Attribute values whose encoded field is cached (`type(v)`: True must not hit 1's entry).
-_SCALARS = frozenset({str, int, bool})  # not float: 0.0 == -0.0
 _MAX_CACHED_FIELDS = 8192
 # Attributes whose values are new on nearly every span.
 _UNIQUE_KEYS = frozenset(
@@ -103,7 +101,11 @@ class SpanWriter:
 
     def __init__(self) -> None:
         self._keys: dict[str, bytes] = {}
-        self._fields: dict[tuple[bytes, str, type, Any], bytes] = {}
+        # Encoded `KeyValue` fields by tag, then by (key, value): one cache for strings and
+        # one for integers (`True == 1`: a bool must not hit an int's entry, nor the reverse).
+        self._strings: dict[bytes, dict[tuple[str, str], bytes]] = {}
+        self._integers: dict[bytes, dict[tuple[str, int], bytes]] = {}
+        self._cached = 0
         self._resources: dict[int, tuple[Resource, bytes]] = {}
         self._scopes: dict[int, tuple[InstrumentationScope | None, bytes]] = {}
 
@@ -113,7 +115,7 @@ class SpanWriter:
             resource = span.resource
             scope = span.instrumentation_scope or None
             scopes = grouped.setdefault(id(resource), (resource, {}))[1]
-            scopes.setdefault(id(scope), (scope, []))[1].append(self._span(span))
+            scopes.setdefault(id(scope), (scope, []))[1].append(self.span(span))
         out = []
         for resource, scopes in grouped.values():
             body = [_delimited(b"\x0a", self._resource(resource))]
@@ -158,30 +160,54 @@ class SpanWriter:
         """Repeated `KeyValue` fields under `tag`."""
         if not attributes:
             return b""
-        fields = self._fields
+        strings = self._strings.get(tag)
+        integers = self._integers.get(tag)
+        if strings is None or integers is None:
+            strings = self._strings.setdefault(tag, {})
+            integers = self._integers.setdefault(tag, {})
+        # A span's attributes are a BoundedAttributes behind a read-only proxy, whose items
+        # are read one Python call per key; its copy() is one C-level dict copy.
+        copy = getattr(attributes, "copy", None)
+        items = (copy() if copy is not None else attributes).items()
         parts = []
-        for key, value in attributes.items():
-            kind = type(value)
+        for key, value in items:
             # Most attributes repeat from span to span (method, route, shape, client...):
             # their whole field is written once. Ids do not repeat: not kept.
-            cached = kind in _SCALARS and key not in _UNIQUE_KEYS
-            if cached:
-                field = fields.get((tag, key, kind, value))
-                if field is not None:
-                    parts.append(field)
-                    continue
-            try:
-                pair = self._key(key) + _delimited(b"\x12", _any_value(value))
-            except TypeError as exc:
-                log.error("cannot encode span attribute %s: %s", key, exc)
-                continue
-            field = tag + _varint(len(pair)) + pair
+            kind = type(value)
+            if kind is str:
+                field = strings.get((key, value))
+                if field is None:
+                    field = self._field(tag, key, value, strings)
+            elif kind is int:
+                field = integers.get((key, value))
+                if field is None:
+                    field = self._field(tag, key, value, integers)
+            else:
+                field = self._field(tag, key, value, None)
             parts.append(field)
-            if cached:
-                if len(fields) >= _MAX_CACHED_FIELDS:
-                    fields.clear()
-                fields[(tag, key, kind, value)] = field
         return b"".join(parts)
+
+    def clear_cache(self) -> None:
+        """Forget the encoded attribute fields (they are written again when next seen)."""
+        for strings in self._strings.values():
+            strings.clear()
+        for integers in self._integers.values():
+            integers.clear()
+        self._cached = 0
+
+    def _field(self, tag: bytes, key: str, value: Any, cache: dict[Any, bytes] | None) -> bytes:
+        try:
+            pair = self._key(key) + _delimited(b"\x12", _any_value(value))
+        except TypeError as exc:
+            log.error("cannot encode span attribute %s: %s", key, exc)
+            return b""
+        field = tag + _varint(len(pair)) + pair
+        if cache is not None and key not in _UNIQUE_KEYS:
+            if self._cached >= _MAX_CACHED_FIELDS:
+                self.clear_cache()
+            cache[(key, value)] = field
+            self._cached += 1
+        return field
 
     def _key(self, key: str) -> bytes:
         keys = self._keys
@@ -194,7 +220,8 @@ class SpanWriter:
 
     # -- spans ---------------------------------------------------------------------------
 
-    def _span(self, span: ReadableSpan) -> bytes:
+    def span(self, span: ReadableSpan) -> bytes:
+        """One `Span` message body."""
         context = span.get_span_context()
         assert context is not None
         parent = span.parent
