@@ -57,7 +57,6 @@ from opentelemetry.sdk.resources import (
     Resource,
 )
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.http import get_excluded_urls, sanitize_method
 
@@ -109,6 +108,7 @@ def build_tracer_provider(otlp_endpoint: str | None, service_name: str) -> Trace
     if not tracing_enabled(otlp_endpoint):
         return None
     # Imported here so that a proxy without tracing never loads the exporter.
+    from proxy.observability.export import EncodingSpanProcessor
     from proxy.observability.otlp import FastOTLPSpanExporter
 
     env_attributes = OTELResourceDetector().detect().attributes
@@ -117,7 +117,7 @@ def build_tracer_provider(otlp_endpoint: str | None, service_name: str) -> Trace
         attributes[SERVICE_VERSION] = SERVICE_VERSION_VALUE
     provider = TracerProvider(resource=Resource.create(attributes), shutdown_on_exit=False)
     exporter = FastOTLPSpanExporter(endpoint=traces_url(otlp_endpoint) if otlp_endpoint else None)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.add_span_processor(EncodingSpanProcessor(exporter))
     return provider
 
 
