@@ -12,8 +12,8 @@ its defaults: `OTEL_BSP_SCHEDULE_DELAY` (ms between exports, 5000),
 `OTEL_BSP_MAX_QUEUE_SIZE` (spans waiting at most, 2048), `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`
 (spans per export request, 512; a full batch is exported at once) and
 `OTEL_BSP_EXPORT_TIMEOUT` (ms, 30000: how long shutdown waits for the export thread). A
-span that finds the queue full is dropped, counted in `dropped` and logged (at most once
-per export interval); the request that ended it never waits on the collector. Shutdown and
+span that finds the queue full is dropped, counted in `dropped` and logged (at most every
+10 s); the request that ended it never waits on the collector. Shutdown and
 `force_flush` export everything still queued.
 """
 
@@ -44,6 +44,7 @@ DEFAULT_SCHEDULE_DELAY_MILLIS = 5000
 DEFAULT_MAX_QUEUE_SIZE = 2048
 DEFAULT_MAX_EXPORT_BATCH_SIZE = 512
 DEFAULT_EXPORT_TIMEOUT_MILLIS = 30000
+DROP_LOG_SECONDS = 10.0  # a full queue is logged at most this often
 
 
 def _env_int(name: str, default: int) -> int:
@@ -102,7 +103,7 @@ class EncodingSpanProcessor(SpanProcessor):
         self._writer = exporter.writer
         self._clock = clock
         self.dropped = 0
-        self._dropped_logged = 0
+        self._last_drop_log: float | None = None
         self._queue: list[EncodedSpan] = []
         self._lock = threading.Lock()  # guards the queue
         self._export_lock = threading.Lock()  # one export at a time (worker or flush)
@@ -144,16 +145,18 @@ class EncodingSpanProcessor(SpanProcessor):
             encoded = (span.resource, span.instrumentation_scope, self._writer.span(span))
         except Exception as exc:  # a span that cannot be written must not fail the request
             log.error("span %r could not be written, dropped: %s", span.name, exc)
-            self._drop()
+            with self._lock:
+                self.dropped += 1
             return
         with self._lock:
             queue = self._queue
-            if len(queue) >= self.max_queue_size:
-                self.dropped += 1
-                return
-            queue.append(encoded)
-            full = len(queue) >= self.max_export_batch_size
-        if full and not self._wake.is_set():
+            accepted = len(queue) < self.max_queue_size
+            if accepted:
+                queue.append(encoded)
+            batch_full = len(queue) >= self.max_export_batch_size
+        if not accepted:
+            self._drop()
+        elif batch_full and not self._wake.is_set():
             self._wake.set()
 
     def shutdown(self) -> None:
@@ -174,6 +177,15 @@ class EncodingSpanProcessor(SpanProcessor):
     def _drop(self) -> None:
         with self._lock:
             self.dropped += 1
+            now = self._clock()
+            if self._last_drop_log is not None and now - self._last_drop_log < DROP_LOG_SECONDS:
+                return
+            self._last_drop_log = now
+        log.warning(
+            "span queue full (OTEL_BSP_MAX_QUEUE_SIZE=%d): %d span(s) dropped so far",
+            self.max_queue_size,
+            self.dropped,
+        )
 
     def _run(self) -> None:
         while not self._shutdown:
@@ -195,7 +207,6 @@ class EncodingSpanProcessor(SpanProcessor):
                     batch = queue[: self.max_export_batch_size]
                     del queue[: self.max_export_batch_size]
                 ok = self._send(batch) and ok
-            self._report_drops()
         return ok
 
     def _send(self, batch: list[EncodedSpan]) -> bool:
@@ -205,13 +216,3 @@ class EncodingSpanProcessor(SpanProcessor):
             log.exception("exporting %d spans failed", len(batch))
             return False
         return result is SpanExportResult.SUCCESS
-
-    def _report_drops(self) -> None:
-        dropped = self.dropped
-        if dropped > self._dropped_logged:
-            log.warning(
-                "span queue full (OTEL_BSP_MAX_QUEUE_SIZE=%d): %d span(s) dropped so far",
-                self.max_queue_size,
-                dropped,
-            )
-            self._dropped_logged = dropped
