@@ -3,8 +3,9 @@
 Tracing is on when an OTLP endpoint is named: `tracing.otlp_endpoint` in the config (a
 collector base URL such as `http://collector:4318`, `/v1/traces` is appended unless the
 path already ends in it), or the standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` /
-`OTEL_EXPORTER_OTLP_ENDPOINT`. Spans leave over OTLP/HTTP protobuf through a
-BatchSpanProcessor and the stock exporter with a faster encoder (`otlp.py`). Everything
+`OTEL_EXPORTER_OTLP_ENDPOINT`. Spans leave over OTLP/HTTP protobuf: each is written to
+bytes as it ends and sent in batches by `export.EncodingSpanProcessor` through the stock
+exporter's HTTP client (`otlp.py`). Everything
 else is the OpenTelemetry SDK's own environment handling: `OTEL_SERVICE_NAME` and
 `service.name` in `OTEL_RESOURCE_ATTRIBUTES` win over `tracing.service_name`;
 `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` choose the sampler; `OTEL_PROPAGATORS`
