@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from opentelemetry.context import Context
@@ -110,9 +111,16 @@ class EncodingSpanProcessor(SpanProcessor):
         self._wake = threading.Event()
         self._shutdown = False
         self._worker = self._start_worker()
-        self._pid = os.getpid()
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._after_fork)
+            # Weakly: a hook must not keep a processor alive after its provider is gone.
+            after_fork = weakref.WeakMethod(self._after_fork)
+
+            def after_in_child() -> None:
+                method = after_fork()
+                if method is not None:
+                    method()
+
+            os.register_at_fork(after_in_child=after_in_child)
 
     def _start_worker(self) -> threading.Thread:
         worker = threading.Thread(target=self._run, name="OtlpSpanExport", daemon=True)
@@ -125,7 +133,6 @@ class EncodingSpanProcessor(SpanProcessor):
         self._export_lock = threading.Lock()
         self._wake = threading.Event()
         self._queue = []
-        self._pid = os.getpid()
         if not self._shutdown:
             self._worker = self._start_worker()
 
