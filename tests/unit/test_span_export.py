@@ -193,7 +193,7 @@ def test_the_bsp_variables_are_read_as_the_sdk_reads_them(
     stock = BatchSpanProcessor(exporter)
     assert (defaults.max_queue_size, defaults.max_export_batch_size) == (2048, 512)
     assert (defaults.schedule_delay, defaults.export_timeout) == (5.0, 30.0)
-    stock.shutdown()
+    stock.shutdown()  # type: ignore[no-untyped-call]
     defaults.shutdown()
 
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "250")
