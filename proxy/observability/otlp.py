@@ -24,7 +24,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,6 @@ _SMALL = [bytes((n,)) for n in range(128)]
 _FIXED64 = struct.Struct("<Q").pack
 _DOUBLE = struct.Struct("<d").pack
 _U64 = (1 << 64) - 1
-# Attribute values whose encoded field is cached (`type(v)`: True must not hit 1's entry).
-_SCALARS = frozenset({str, int, bool})  # not float: 0.0 == -0.0
 _MAX_CACHED_FIELDS = 8192
 # Attributes whose values are new on nearly every span.
 _UNIQUE_KEYS = frozenset(
@@ -98,28 +96,44 @@ def _key_value(key: str, value: Any) -> bytes:
     return _delimited(b"\x0a", key.encode("utf-8")) + _delimited(b"\x12", _any_value(value))
 
 
+# A span written by `SpanWriter.span`, with the resource and scope it is grouped under.
+EncodedSpan = tuple[Resource, InstrumentationScope | None, bytes]
+
+
 class SpanWriter:
     """Writes `ExportTraceServiceRequest` bytes for a batch of finished SDK spans."""
 
     def __init__(self) -> None:
         self._keys: dict[str, bytes] = {}
-        self._fields: dict[tuple[bytes, str, type, Any], bytes] = {}
+        # Encoded `KeyValue` fields by tag, then by (key, value): one cache for strings and
+        # one for integers (`True == 1`: a bool must not hit an int's entry, nor the reverse).
+        self._strings: dict[bytes, dict[tuple[str, str], bytes]] = {}
+        self._integers: dict[bytes, dict[tuple[str, int], bytes]] = {}
+        self._cached = 0
+        self._named: dict[tuple[str, SpanKind], bytes] = {}
+        self._statuses: dict[tuple[StatusCode, str | None], bytes] = {}
         self._resources: dict[int, tuple[Resource, bytes]] = {}
         self._scopes: dict[int, tuple[InstrumentationScope | None, bytes]] = {}
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
+        return self.request(
+            [(span.resource, span.instrumentation_scope, self.span(span)) for span in spans]
+        )
+
+    def request(self, encoded: Sequence[EncodedSpan]) -> bytes:
+        """The `ExportTraceServiceRequest` of spans already written by `span`, grouped by
+        resource and then instrumentation scope (in the order they come)."""
         grouped: dict[int, tuple[Resource, dict[int, tuple[Any, list[bytes]]]]] = {}
-        for span in spans:
-            resource = span.resource
-            scope = span.instrumentation_scope or None
+        for resource, scope, span in encoded:
+            scope = scope or None
             scopes = grouped.setdefault(id(resource), (resource, {}))[1]
-            scopes.setdefault(id(scope), (scope, []))[1].append(self._span(span))
+            scopes.setdefault(id(scope), (scope, []))[1].append(span)
         out = []
         for resource, scopes in grouped.values():
             body = [_delimited(b"\x0a", self._resource(resource))]
-            for scope, encoded in scopes.values():
+            for scope, spans in scopes.values():
                 scope_spans = [_delimited(b"\x0a", self._scope(scope))]
-                scope_spans.extend(_delimited(b"\x12", span) for span in encoded)
+                scope_spans.extend(_delimited(b"\x12", span) for span in spans)
                 scope_spans.append(_string(b"\x1a", scope.schema_url if scope else None))
                 body.append(_delimited(b"\x12", b"".join(scope_spans)))
             body.append(_string(b"\x1a", resource.schema_url))
@@ -158,30 +172,54 @@ class SpanWriter:
         """Repeated `KeyValue` fields under `tag`."""
         if not attributes:
             return b""
-        fields = self._fields
+        strings = self._strings.get(tag)
+        integers = self._integers.get(tag)
+        if strings is None or integers is None:
+            strings = self._strings.setdefault(tag, {})
+            integers = self._integers.setdefault(tag, {})
+        # A span's attributes are a BoundedAttributes behind a read-only proxy, whose items
+        # are read one Python call per key; its copy() is one C-level dict copy.
+        copy = getattr(attributes, "copy", None)
+        items = (copy() if copy is not None else attributes).items()
         parts = []
-        for key, value in attributes.items():
-            kind = type(value)
+        for key, value in items:
             # Most attributes repeat from span to span (method, route, shape, client...):
             # their whole field is written once. Ids do not repeat: not kept.
-            cached = kind in _SCALARS and key not in _UNIQUE_KEYS
-            if cached:
-                field = fields.get((tag, key, kind, value))
-                if field is not None:
-                    parts.append(field)
-                    continue
-            try:
-                pair = self._key(key) + _delimited(b"\x12", _any_value(value))
-            except TypeError as exc:
-                log.error("cannot encode span attribute %s: %s", key, exc)
-                continue
-            field = tag + _varint(len(pair)) + pair
+            kind = type(value)
+            if kind is str:
+                field = strings.get((key, value))
+                if field is None:
+                    field = self._field(tag, key, value, strings)
+            elif kind is int:
+                field = integers.get((key, value))
+                if field is None:
+                    field = self._field(tag, key, value, integers)
+            else:
+                field = self._field(tag, key, value, None)
             parts.append(field)
-            if cached:
-                if len(fields) >= _MAX_CACHED_FIELDS:
-                    fields.clear()
-                fields[(tag, key, kind, value)] = field
         return b"".join(parts)
+
+    def clear_cache(self) -> None:
+        """Forget the encoded attribute fields (they are written again when next seen)."""
+        for strings in self._strings.values():
+            strings.clear()
+        for integers in self._integers.values():
+            integers.clear()
+        self._cached = 0
+
+    def _field(self, tag: bytes, key: str, value: Any, cache: dict[Any, bytes] | None) -> bytes:
+        try:
+            pair = self._key(key) + _delimited(b"\x12", _any_value(value))
+        except TypeError as exc:
+            log.error("cannot encode span attribute %s: %s", key, exc)
+            return b""
+        field = tag + _varint(len(pair)) + pair
+        if cache is not None and key not in _UNIQUE_KEYS:
+            if self._cached >= _MAX_CACHED_FIELDS:
+                self.clear_cache()
+            cache[(key, value)] = field
+            self._cached += 1
+        return field
 
     def _key(self, key: str) -> bytes:
         keys = self._keys
@@ -194,19 +232,27 @@ class SpanWriter:
 
     # -- spans ---------------------------------------------------------------------------
 
-    def _span(self, span: ReadableSpan) -> bytes:
+    def span(self, span: ReadableSpan) -> bytes:
+        """One `Span` message body."""
         context = span.get_span_context()
         assert context is not None
         parent = span.parent
         parts = [
             b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
             b"\x12\x08" + context.span_id.to_bytes(8, "big"),
-            _string(b"\x1a", _trace_state(context)),
         ]
+        if context.trace_state:
+            parts.append(_string(b"\x1a", _trace_state(context)))
         if parent is not None:
             parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
-        parts.append(_string(b"\x2a", span.name))
-        parts.append(_uint(b"\x30", span.kind.value + 1))  # the proto enum counts from 1
+        # Name and kind repeat from span to span: written once per pair.
+        named = self._named.get((span.name, span.kind))
+        if named is None:
+            named = _string(b"\x2a", span.name) + _uint(b"\x30", span.kind.value + 1)
+            if len(self._named) >= 1024:
+                self._named.clear()
+            self._named[(span.name, span.kind)] = named  # the proto enum counts from 1
+        parts.append(named)
         if span.start_time:
             parts.append(b"\x39" + _FIXED64(span.start_time))
         if span.end_time:
@@ -235,12 +281,17 @@ class SpanWriter:
             parts.append(_delimited(b"\x6a", link_parts))
         parts.append(_uint(b"\x70", span.dropped_links))
         status = span.status
-        parts.append(
-            _delimited(
+        key = (status.status_code, status.description)
+        field = self._statuses.get(key)
+        if field is None:
+            field = _delimited(
                 b"\x7a",
                 _string(b"\x12", status.description) + _uint(b"\x18", status.status_code.value),
             )
-        )
+            if len(self._statuses) >= 1024:  # descriptions may be exception names
+                self._statuses.clear()
+            self._statuses[key] = field
+        parts.append(field)
         parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_KNOWN)
         return b"".join(parts)
 
@@ -257,16 +308,35 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._writer = SpanWriter()
+        self.writer = SpanWriter()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         client = getattr(self, "_client", None)
         if getattr(self, "_shutdown", True) or client is None or not hasattr(client, "export"):
             return super().export(spans)  # another SDK release: its own path
         try:
-            data = self._writer.encode(spans)
+            data = self.writer.encode(spans)
         except Exception as exc:  # never lose the batch to an encoding surprise
             log.error("fast span encoding failed (%s); using the stock encoder", exc)
             return super().export(spans)
+        return self._send(client, data)
+
+    def export_encoded(self, data: bytes) -> SpanExportResult:
+        """Send an `ExportTraceServiceRequest` already written (by `SpanWriter.request`)."""
+        client = getattr(self, "_client", None)
+        if getattr(self, "_shutdown", True) or client is None or not hasattr(client, "export"):
+            log.warning("span exporter shut down or unusable: %d bytes of spans dropped", len(data))
+            return SpanExportResult.FAILURE
+        return self._send(client, data)
+
+    def _send(self, client: Any, data: bytes) -> SpanExportResult:
+        limit = getattr(self, "_max_request_size", 0)
+        if limit and limit > 0 and len(data) > limit:
+            log.warning(
+                "dropping a span batch of %d bytes, over the %d byte request limit",
+                len(data),
+                limit,
+            )
+            return SpanExportResult.FAILURE
         result = client.export(data)
         return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE

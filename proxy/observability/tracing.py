@@ -3,8 +3,9 @@
 Tracing is on when an OTLP endpoint is named: `tracing.otlp_endpoint` in the config (a
 collector base URL such as `http://collector:4318`, `/v1/traces` is appended unless the
 path already ends in it), or the standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` /
-`OTEL_EXPORTER_OTLP_ENDPOINT`. Spans leave over OTLP/HTTP protobuf through a
-BatchSpanProcessor and the stock exporter with a faster encoder (`otlp.py`). Everything
+`OTEL_EXPORTER_OTLP_ENDPOINT`. Spans leave over OTLP/HTTP protobuf: each is written to
+bytes as it ends and sent in batches by `export.EncodingSpanProcessor` through the stock
+exporter's HTTP client (`otlp.py`). Everything
 else is the OpenTelemetry SDK's own environment handling: `OTEL_SERVICE_NAME` and
 `service.name` in `OTEL_RESOURCE_ATTRIBUTES` win over `tracing.service_name`;
 `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` choose the sampler; `OTEL_PROPAGATORS`
@@ -57,10 +58,11 @@ from opentelemetry.sdk.resources import (
     Resource,
 )
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.http import get_excluded_urls, sanitize_method
 
 from proxy.contract import PROBLEM_CODE, TRACE_HEADERS, EventRecord, TraceHeaders
+from proxy.observability.trace_context import Propagation
 from proxy.server.logsafe import printable
 
 TRACES_PATH = "/v1/traces"
@@ -107,6 +109,7 @@ def build_tracer_provider(otlp_endpoint: str | None, service_name: str) -> Trace
     if not tracing_enabled(otlp_endpoint):
         return None
     # Imported here so that a proxy without tracing never loads the exporter.
+    from proxy.observability.export import EncodingSpanProcessor
     from proxy.observability.otlp import FastOTLPSpanExporter
 
     env_attributes = OTELResourceDetector().detect().attributes
@@ -115,7 +118,7 @@ def build_tracer_provider(otlp_endpoint: str | None, service_name: str) -> Trace
         attributes[SERVICE_VERSION] = SERVICE_VERSION_VALUE
     provider = TracerProvider(resource=Resource.create(attributes), shutdown_on_exit=False)
     exporter = FastOTLPSpanExporter(endpoint=traces_url(otlp_endpoint) if otlp_endpoint else None)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.add_span_processor(EncodingSpanProcessor(exporter))
     return provider
 
 
@@ -165,6 +168,48 @@ class RequestAttributes:
         return known
 
 
+class _Recorder:
+    """Stands in for a span to read what `set_status_code` would set on one."""
+
+    def __init__(self) -> None:
+        self.attributes: dict[str, Any] = {}
+        self.status: Status | None = None
+
+    def is_recording(self) -> bool:
+        return True
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = value
+
+    def set_status(self, status: Status | trace.StatusCode, description: str | None = None) -> None:
+        self.status = status if isinstance(status, Status) else Status(status, description)
+
+
+class Outcomes:
+    """What a server span gets from its answer: the attributes and status that
+    `set_status_code` sets for the status, plus `error.type` (the problem code, else the
+    status) from 400 on. Computed once per (status, problem code); at most `size` kept."""
+
+    def __init__(self, mode: _StabilityMode, size: int = 256) -> None:
+        self.mode = mode
+        self.size = size
+        self._known: dict[tuple[int, str | None], tuple[dict[str, Any], Status | None]] = {}
+
+    def get(self, status: int, code: str | None) -> tuple[dict[str, Any], Status | None]:
+        known = self._known.get((status, code))
+        if known is None:
+            recorder = _Recorder()
+            set_status_code(recorder, status, sem_conv_opt_in_mode=self.mode)  # type: ignore[arg-type]
+            if status >= 400:
+                recorder.attributes["error.type"] = code or str(status)
+            # Setting UNSET is a no-op on an SDK span: not worth a call per request.
+            unset = recorder.status is None or recorder.status.status_code is StatusCode.UNSET
+            known = (recorder.attributes, None if unset else recorder.status)
+            if len(self._known) < self.size:
+                self._known[(status, code)] = known
+        return known
+
+
 # sanitize_method reads the environment on every call; methods are client-chosen tokens.
 _sanitized_method = functools.lru_cache(maxsize=64)(sanitize_method)
 
@@ -174,10 +219,11 @@ def server_middleware(provider: trace.TracerProvider) -> Middleware:
     the upstream request carries."""
     tracer = provider.get_tracer("proxy.observability.tracing", SERVICE_VERSION_VALUE)
     excluded = get_excluded_urls("AIOHTTP_SERVER")
-    propagator = get_global_textmap()
-    replaces = frozenset(name.lower().encode() for name in propagator.fields)
+    propagation = Propagation(get_global_textmap())
+    replaces = propagation.replaces
     mode = semconv_mode()
     request_attributes = RequestAttributes(mode)
+    outcomes = Outcomes(mode)
 
     @web.middleware
     async def trace_request(request: web.Request, handler: _Handler) -> web.StreamResponse:
@@ -187,7 +233,7 @@ def server_middleware(provider: trace.TracerProvider) -> Middleware:
         route = _fixed_route(request)
         verb = "HTTP" if method == "_OTHER" else method  # as the conventions name it
         name = verb if route is None else f"{verb} {route}"
-        parent = propagator.extract(request.headers)
+        parent = propagation.extract(request.headers)
         span = tracer.start_span(
             name,
             context=parent,
@@ -196,39 +242,42 @@ def server_middleware(provider: trace.TracerProvider) -> Middleware:
             set_status_on_exception=False,
         )
         current = trace.set_span_in_context(span, parent)
-        carrier: dict[str, str] = {}
-        propagator.inject(carrier, context=current)
-        request[TRACE_HEADERS] = TraceHeaders(
-            tuple((k.encode(), v.encode()) for k, v in carrier.items()), replaces
-        )
+        request[TRACE_HEADERS] = TraceHeaders(propagation.headers(current), replaces)
         token = otel_context.attach(current)
-        try:
-            if not span.is_recording():  # not sampled: no attribute work at all
-                return await handler(request)
-            span.set_attributes(request_attributes.get(request, route))
+        if not span.is_recording():  # not sampled: no attribute work at all
             try:
-                response = await handler(request)
-            except web.HTTPException as exc:
-                _set_outcome(span, exc.status_code, None, mode)
-                raise
-            except Exception as exc:
-                span.set_attribute("error.type", type(exc).__qualname__)
-                span.set_status(trace.StatusCode.ERROR, type(exc).__qualname__)
-                span.record_exception(exc)
-                raise
-            _set_outcome(span, response.status, response.get(PROBLEM_CODE), mode)
+                return await handler(request)
+            finally:
+                span.end()
+                otel_context.detach(token)
+        # The request's attributes and the answer's go on in one call, after the handler
+        # (the SDK validates and locks per call); the event's own come from the handler.
+        attributes = request_attributes.get(request, route)
+        status: Status | None = None
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            outcome, status = outcomes.get(exc.status_code, None)
+            attributes = {**attributes, **outcome}
+            raise
+        except Exception as exc:
+            kind = type(exc).__qualname__
+            attributes = {**attributes, "error.type": kind}
+            status = Status(StatusCode.ERROR, kind)
+            span.record_exception(exc)
+            raise
+        else:
+            outcome, status = outcomes.get(response.status, response.get(PROBLEM_CODE))
+            attributes = {**attributes, **outcome}
             return response
         finally:
+            span.set_attributes(attributes)
+            if status is not None:
+                span.set_status(status)
             span.end()
             otel_context.detach(token)
 
     return trace_request
-
-
-def _set_outcome(span: trace.Span, status: int, code: str | None, mode: _StabilityMode) -> None:
-    set_status_code(span, status, sem_conv_opt_in_mode=mode)
-    if status >= 400:
-        span.set_attribute("error.type", code or str(status))
 
 
 _URL_ATTRIBUTES = ("http.url", "http.target", "url.full")
