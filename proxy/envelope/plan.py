@@ -286,15 +286,9 @@ class Plans:
 
         `members` come from `split_bounded`: the repeated-key check is done here.
         """
-        by_layout = self._events.get(target)
-        if by_layout is None:
-            return None
-        layout = tuple(members)
-        found = by_layout.get(layout)
+        found = self._layout_plan(self._events, members, self._compile_event, target)
         if found is None:
-            if len(by_layout) >= MAX_LAYOUTS or _key_size(layout) > MAX_LAYOUT_BYTES:
-                return None
-            found = by_layout[layout] = self._compile(layout, self._compile_event, target)
+            return None
         values: tuple[Any, ...] = (*members.values(), None)  # None: an absent field's pick
         try:
             if found.key_size + sum(map(len, members.values())) != len(body):
@@ -306,15 +300,9 @@ class Plans:
 
     def convert_batch(self, body: bytes, members: RawObject, target: str) -> Conversion | None:
         """The conversion of a batch body by plan; None: the general path decides."""
-        by_layout = self._batches.get(target)
-        if by_layout is None:
-            return None
-        layout = tuple(members)
-        found = by_layout.get(layout)
+        found = self._layout_plan(self._batches, members, _compile_batch, target)
         if found is None:
-            if len(by_layout) >= MAX_LAYOUTS or _key_size(layout) > MAX_LAYOUT_BYTES:
-                return None
-            found = by_layout[layout] = self._compile(layout, _compile_batch, target)
+            return None
         values: tuple[Any, ...] = (*members.values(), None)
         try:
             _refuse_repeats(body, members, found.key_size)
@@ -322,6 +310,26 @@ class Plans:
             return self._batch(plan, values) if plan is not None else None
         except (EnvelopeError, ValidationError):
             return None
+
+    def _layout_plan(
+        self,
+        plans: dict[str, dict[Layout, _LayoutPlan[_Plan]]],
+        members: RawObject,
+        compile_shape: Callable[[Layout, Shape, Target], _Plan | None],
+        target: str,
+    ) -> _LayoutPlan[_Plan] | None:
+        """The plan of these members' key layout for `target`, compiled on first sight;
+        None when there are no plans for `target` or the layout is not kept (see bounds)."""
+        by_layout = plans.get(target)
+        if by_layout is None:
+            return None
+        layout = tuple(members)
+        found = by_layout.get(layout)
+        if found is None:
+            if len(by_layout) >= MAX_LAYOUTS or _key_size(layout) > MAX_LAYOUT_BYTES:
+                return None
+            found = by_layout[layout] = self._compile(layout, compile_shape, target)
+        return found
 
     # --- compiling --------------------------------------------------------------------------
 

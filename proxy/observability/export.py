@@ -25,6 +25,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from typing import TypeVar
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.environment_variables import (
@@ -48,6 +49,9 @@ DEFAULT_EXPORT_TIMEOUT_MILLIS = 30000
 DROP_LOG_SECONDS = 10.0  # a full queue is logged at most this often
 
 
+_N = TypeVar("_N", int, float)
+
+
 def _env_int(name: str, default: int) -> int:
     """An integer variable as the SDK reads it: unset or not an integer means the default."""
     try:
@@ -55,6 +59,11 @@ def _env_int(name: str, default: int) -> int:
     except ValueError:
         log.error("%s is not an integer; using the default %d", name, default)
         return default
+
+
+def _given_or_env(given: _N | None, name: str, default: int) -> _N | int:
+    """A setting given to the processor, else its `OTEL_BSP_*` variable, else the default."""
+    return _env_int(name, default) if given is None else given
 
 
 class EncodingSpanProcessor(SpanProcessor):
@@ -69,25 +78,17 @@ class EncodingSpanProcessor(SpanProcessor):
         export_timeout_millis: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.max_queue_size = (
-            _env_int(OTEL_BSP_MAX_QUEUE_SIZE, DEFAULT_MAX_QUEUE_SIZE)
-            if max_queue_size is None
-            else max_queue_size
+        self.max_queue_size = _given_or_env(
+            max_queue_size, OTEL_BSP_MAX_QUEUE_SIZE, DEFAULT_MAX_QUEUE_SIZE
         )
-        delay = (
-            _env_int(OTEL_BSP_SCHEDULE_DELAY, DEFAULT_SCHEDULE_DELAY_MILLIS)
-            if schedule_delay_millis is None
-            else schedule_delay_millis
+        delay = _given_or_env(
+            schedule_delay_millis, OTEL_BSP_SCHEDULE_DELAY, DEFAULT_SCHEDULE_DELAY_MILLIS
         )
-        self.max_export_batch_size = (
-            _env_int(OTEL_BSP_MAX_EXPORT_BATCH_SIZE, DEFAULT_MAX_EXPORT_BATCH_SIZE)
-            if max_export_batch_size is None
-            else max_export_batch_size
+        self.max_export_batch_size = _given_or_env(
+            max_export_batch_size, OTEL_BSP_MAX_EXPORT_BATCH_SIZE, DEFAULT_MAX_EXPORT_BATCH_SIZE
         )
-        timeout = (
-            _env_int(OTEL_BSP_EXPORT_TIMEOUT, DEFAULT_EXPORT_TIMEOUT_MILLIS)
-            if export_timeout_millis is None
-            else export_timeout_millis
+        timeout = _given_or_env(
+            export_timeout_millis, OTEL_BSP_EXPORT_TIMEOUT, DEFAULT_EXPORT_TIMEOUT_MILLIS
         )
         # The SDK's checks, with its messages.
         if self.max_queue_size <= 0:
