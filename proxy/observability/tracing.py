@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -254,6 +255,8 @@ def server_middleware(provider: trace.TracerProvider) -> Middleware:
         # (the SDK validates and locks per call); the event's own come from the handler.
         attributes = request_attributes.get(request, route)
         status: Status | None = None
+        event: dict[str, Any] = {}  # what `annotate_current_span` adds meanwhile
+        gathering = _EVENT_ATTRIBUTES.set(event)
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -271,7 +274,8 @@ def server_middleware(provider: trace.TracerProvider) -> Middleware:
             attributes = {**attributes, **outcome}
             return response
         finally:
-            span.set_attributes(attributes)
+            _EVENT_ATTRIBUTES.reset(gathering)
+            span.set_attributes({**attributes, **event})
             if status is not None:
                 span.set_status(status)
             span.end()
@@ -298,12 +302,20 @@ def safe_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
     return attributes
 
 
+# The event attributes of the request whose span the middleware is recording: gathered
+# while its handler runs and set with the request's own in one call as the span ends (the
+# SDK validates and locks per call).
+_EVENT_ATTRIBUTES: ContextVar[dict[str, Any] | None] = ContextVar(
+    "envelope_proxy_event_span_attributes", default=None
+)
+
+
 def annotate_current_span(record: EventRecord, client: str) -> None:
-    """Put the event's identifiers on the current (server) span; never payloads or meta."""
-    span = trace.get_current_span()
-    if not span.is_recording():
+    """Put the event's identifiers on the request's server span (the middleware sets them
+    when it ends), when it records one; never payloads or meta."""
+    attributes = _EVENT_ATTRIBUTES.get()
+    if attributes is None:  # no span, an unsampled one, or an excluded path
         return
-    attributes: dict[str, Any] = {}
     stored = record.stored_event_ids[0] if record.stored_event_ids else None
     event_id = stored or record.request_event_id
     if event_id is not None:
@@ -330,7 +342,6 @@ def annotate_current_span(record: EventRecord, client: str) -> None:
         attributes["noetl.error.code"] = record.error_code or _fallback_code(record)
         if record.upstream_status is not None:
             attributes["noetl.upstream.status_code"] = record.upstream_status
-    span.set_attributes(attributes)  # one call: the SDK locks once per call
 
 
 def _fallback_code(record: EventRecord) -> str:
