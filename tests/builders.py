@@ -1,6 +1,7 @@
-"""Builders for the records tests feed the observability extension by hand.
+"""Builders for the envelopes tests convert and the records tests feed the observability
+extension by hand.
 
-Each builder returns a fresh record: realistic defaults, with any field replaced by keyword.
+Each builder returns a fresh value: realistic defaults, with any field replaced by keyword.
 """
 
 from __future__ import annotations
@@ -47,3 +48,32 @@ def event_record(**overrides: Any) -> EventRecord:
         kind="event",
     )
     return replace(record, **overrides)
+
+
+def canonical_body(**changes: Any) -> dict[str, Any]:
+    """A canonical ExecutorEvent as JSON data; `changes` replace keys in place or add them at
+    the end, and a key given as `...` is left out."""
+    body: dict[str, Any] = {
+        "execution_id": 478775660589088776,
+        "event_type": "command.completed",
+        "step": "fetch",
+        "status": "COMPLETED",
+        "created_at": "2026-05-31T03:14:15Z",
+        "context": {"items": 42},
+    }
+    return _changed(body, changes)
+
+
+def legacy_body(**changes: Any) -> dict[str, Any]:
+    """A legacy EventRequest as JSON data, changed as `canonical_body` is."""
+    body: dict[str, Any] = {
+        "execution_id": "478775660589088776",
+        "step": "fetch",
+        "name": "call.done",
+    }
+    return _changed(body, changes)
+
+
+def _changed(body: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    body.update(changes)
+    return {key: value for key, value in body.items() if value is not ...}

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from proxy.envelope import Engine, EngineOptions, EnvelopeError, load_rules
+from tests.builders import canonical_body, legacy_body
 
 RULES = load_rules()
 FIXED_NOW = datetime(2026, 6, 5, 12, 0, 0, 123456, tzinfo=UTC)
@@ -18,27 +19,8 @@ I64_MAX = 2**63 - 1
 I64_MIN = -(2**63)
 
 
-def canonical(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "execution_id": 478775660589088776,
-        "event_type": "command.completed",
-        "step": "fetch",
-        "status": "COMPLETED",
-        "created_at": "2026-05-31T03:14:15Z",
-        "context": {"items": 42},
-    }
-    body.update(overrides)
-    return {k: v for k, v in body.items() if v is not ...}
-
-
-def legacy(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "execution_id": "478775660589088776",
-        "step": "fetch",
-        "name": "call.done",
-    }
-    body.update(overrides)
-    return {k: v for k, v in body.items() if v is not ...}
+canonical = canonical_body
+legacy = legacy_body
 
 
 def convert(body: dict[str, Any] | bytes, target: str, engine: Engine = ENGINE) -> dict[str, Any]:

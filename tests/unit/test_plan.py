@@ -11,6 +11,7 @@ import pytest
 from proxy.envelope import TARGETS, Conversion
 from proxy.envelope.plan import MAX_LAYOUTS, MAX_STATUSES
 from proxy.envelope.timestamps import plain_timestamp, validate_timestamp
+from tests.builders import canonical_body, legacy_body
 from tests.planned import Outcome, assert_same, engine_pair
 from tests.samples import SAMPLES_DIR
 
@@ -24,32 +25,13 @@ def compact(data: dict[str, Any] | bytes) -> bytes:
 
 
 def canonical(**changes: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "execution_id": 478775660589088776,
-        "event_type": "command.completed",
-        "step": "fetch",
-        "status": "COMPLETED",
-        "created_at": "2026-05-31T03:14:15Z",
-        "context": {"items": 42},
-        "event_id": 478775660589088777,
-        "worker_id": "worker-prod-7",
-        "meta": {"attempts": 2},
-    }
-    body.update(changes)
-    return {key: value for key, value in body.items() if value is not ...}
+    extras = {"event_id": 478775660589088777, "worker_id": "worker-prod-7", "meta": {"attempts": 2}}
+    return canonical_body(**{**extras, **changes})
 
 
 def legacy(**changes: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "execution_id": "478775660589088776",
-        "step": "fetch",
-        "name": "call.done",
-        "payload": {"result": 1},
-        "worker_id": "worker-cpu-01",
-        "actionable": True,
-    }
-    body.update(changes)
-    return {key: value for key, value in body.items() if value is not ...}
+    extras = {"payload": {"result": 1}, "worker_id": "worker-cpu-01", "actionable": True}
+    return legacy_body(**{**extras, **changes})
 
 
 def batch(*items: Any, **changes: Any) -> dict[str, Any]:
