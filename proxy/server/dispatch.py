@@ -2,11 +2,10 @@
 
 The application's routing (router, match info, response-prepare signals) cost ~20 µs of
 CPU a request on this path, a tenth of a forwarded event (bench/README.md), spent to find
-one of two fixed routes. `serve_events_directly(runner)`
-puts a dispatcher in front of the application of a set-up runner: `POST /api/events` and
-`POST /api/events/batch` go to their handlers, wrapped in the application's middlewares and
-with the `Expect` handling the application gives them; every other request goes to the
-application as before.
+one of two fixed routes. `serve_events_directly(runner)` puts a dispatcher in front of the
+application of a set-up runner: `POST /api/events` and `POST /api/events/batch` go to their
+handlers, wrapped in the application's middlewares and with the `Expect` handling the
+application gives them; every other request goes to the application as before.
 
 Each request gets the match info the router would have given it, made once per route (it
 is frozen, so requests can share it): `request.app` and the route in spans and access lines
