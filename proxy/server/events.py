@@ -153,7 +153,11 @@ class EventEndpoint:
             closing = Refusal(refused.problem, refused.detail, at_once=True)
             return await Exchange(request, state, self.kind).refuse(closing)
         if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
-            raise web.HTTPExpectationFailed(text=f"Unknown Expect: {request.headers[hdrs.EXPECT]}")
+            unknown = web.Response(
+                status=417, text=f"Unknown Expect: {request.headers[hdrs.EXPECT]}"
+            )
+            state.send_away(unknown)
+            return unknown
         if request.version >= (1, 1):
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             request.writer.output_size = 0  # the interim answer is not part of the response

@@ -504,8 +504,9 @@ async def test_an_event_waiting_for_a_busy_connection_keeps_its_time_budget(
 async def test_while_draining_every_answer_closes_its_connection(
     aiohttp_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
-    """Draining sends keep-alive clients elsewhere: a forwarded event, a refused one and a
-    pass-through answer all carry `Connection: close`; before draining none does."""
+    """Draining sends keep-alive clients elsewhere: a forwarded event, a refused one, an
+    unknown `Expect` and a pass-through answer all carry `Connection: close`; before
+    draining none does."""
     stack = await start_stack(aiohttp_server, session, "rust-2.19.1")
 
     async def connection_headers() -> list[str | None]:
@@ -513,6 +514,7 @@ async def test_while_draining_every_answer_closes_its_connection(
         for path, body, headers in (
             ("/api/events", EMIT_REQUEST, None),
             ("/api/events", EMIT_REQUEST, {"Content-Type": "text/plain"}),
+            ("/api/events", EMIT_REQUEST, {**JSON, "Expect": "something-else"}),
         ):
             response, _ = await stack.post(path, body, headers=headers)
             seen.append(response.headers.get("Connection"))
@@ -521,6 +523,6 @@ async def test_while_draining_every_answer_closes_its_connection(
             seen.append(response.headers.get("Connection"))
         return seen
 
-    assert await connection_headers() == [None, None, None]
+    assert await connection_headers() == [None, None, None, None]
     stack.state.draining = True
-    assert await connection_headers() == ["close", "close", "close"]
+    assert await connection_headers() == ["close", "close", "close", "close"]
