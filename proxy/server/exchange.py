@@ -108,10 +108,14 @@ class Exchange:
         """The proxy's own answer: nothing (or nothing complete) reached the upstream."""
         problem = refusal.problem
         self.record("rejected", error_code=problem.code)
-        response = problems.proxy_problem(
-            problem, refusal.detail, headers=self.headers(), close=refusal.close or refusal.at_once
+        response = self._sent(
+            problems.proxy_problem(
+                problem,
+                refusal.detail,
+                headers=self.headers(),
+                close=refusal.close or refusal.at_once,
+            )
         )
-        self.state.send_away(response)
         if refusal.at_once:
             await problems.send_and_close(self.request, response)
         return response
