@@ -63,6 +63,7 @@ from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.http import get_excluded_urls, sanitize_method
 
 from proxy.contract import PROBLEM_CODE, TRACE_HEADERS, EventRecord, TraceHeaders
+from proxy.observability.span_attributes import set_span_attributes
 from proxy.observability.trace_context import Propagation
 from proxy.server.logsafe import printable
 
@@ -275,7 +276,7 @@ def server_middleware(provider: trace.TracerProvider) -> Middleware:
             return response
         finally:
             _EVENT_ATTRIBUTES.reset(gathering)
-            span.set_attributes({**attributes, **event})
+            set_span_attributes(span, {**attributes, **event})
             if status is not None:
                 span.set_status(status)
             span.end()

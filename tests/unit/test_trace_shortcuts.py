@@ -1,10 +1,13 @@
 """The tracing middleware's shortcuts give what the OpenTelemetry parts they stand for give:
 W3C trace headers formatted from the span context against the propagator's own injection,
-the no-header extraction against the propagator's extraction, and the cached answer
-outcome against `set_status_code` on a real SDK span.
+the no-header extraction against the propagator's extraction, the cached answer outcome
+against `set_status_code` on a real SDK span, and attributes set in one step against the
+SDK span's `set_attributes`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 from opentelemetry import baggage, trace
@@ -14,12 +17,13 @@ from opentelemetry.instrumentation._semconv import _StabilityMode
 from opentelemetry.instrumentation.aiohttp_server import set_status_code
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from proxy.observability.span_attributes import set_span_attributes
 from proxy.observability.trace_context import NO_CONTEXT, Propagation
 from proxy.observability.tracing import Outcomes
 
@@ -141,3 +145,81 @@ def test_a_cached_outcome_is_what_set_status_code_sets(
         expected.status.status_code,
         expected.status.description,
     )
+
+
+EVENT_ATTRIBUTES: dict[str, object] = {
+    "http.request.method": "POST",
+    "server.port": 8080,
+    "http.route": "/api/events",
+    "noetl.event_id": "123456789012345678",
+    "noetl.batch.event_ids": ["1", "2"],
+    "noetl.sampled": True,
+    "noetl.ratio": 0.5,
+}
+
+
+def finished(
+    limits: SpanLimits,
+    start: dict[str, object],
+    attributes: dict[str, object],
+    set_with: Callable[[trace.Span, dict[str, object]], None],
+    *,
+    ended: bool = False,
+) -> ReadableSpan:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=limits)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    span = provider.get_tracer("t").start_span("s", attributes=start)  # type: ignore[arg-type]
+    if ended:
+        span.end()
+    set_with(span, attributes)
+    if not ended:
+        span.end()
+    (done,) = exporter.get_finished_spans()
+    return done
+
+
+@pytest.mark.parametrize(
+    ("limits", "start", "attributes"),
+    [
+        (SpanLimits(), {}, EVENT_ATTRIBUTES),
+        (SpanLimits(), {"noetl.client": "a"}, EVENT_ATTRIBUTES),
+        (SpanLimits(), {"http.route": "/x", "z": 1}, EVENT_ATTRIBUTES),  # a key set again moves
+        (SpanLimits(max_span_attributes=3), {}, EVENT_ATTRIBUTES),
+        (SpanLimits(max_span_attributes=8), {"a": 1}, EVENT_ATTRIBUTES),
+        (SpanLimits(max_span_attribute_length=4), {}, EVENT_ATTRIBUTES),
+        (SpanLimits(), {}, {**EVENT_ATTRIBUTES, "none": None}),
+        (SpanLimits(), {}, {**EVENT_ATTRIBUTES, "mapping": {"k": "v"}}),
+        (SpanLimits(), {}, {**EVENT_ATTRIBUTES, "numbers": [1, 2]}),
+        (SpanLimits(), {}, {**EVENT_ATTRIBUTES, "": "empty key"}),
+        (SpanLimits(), {}, {**EVENT_ATTRIBUTES, "text": type("Text", (str,), {})("t")}),
+        (SpanLimits(), {}, {}),
+    ],
+)
+@pytest.mark.parametrize("ended", [False, True])
+def test_attributes_set_in_one_step_are_what_the_sdk_sets(
+    limits: SpanLimits, start: dict[str, object], attributes: dict[str, object], ended: bool
+) -> None:
+    def stock(span: trace.Span, given: dict[str, object]) -> None:
+        span.set_attributes(given)  # type: ignore[arg-type]
+
+    expected = finished(limits, start, attributes, stock, ended=ended)
+    got = finished(limits, start, attributes, set_span_attributes, ended=ended)
+    assert list((got.attributes or {}).items()) == list((expected.attributes or {}).items())
+    assert got.dropped_attributes == expected.dropped_attributes
+
+
+def test_plain_attributes_are_written_without_the_sdk_cleaning_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(*_: object) -> None:
+        raise AssertionError("the SDK's set_attributes was called")
+
+    ids = ["1", "2"]
+    span = TracerProvider().get_tracer("t").start_span("s")
+    monkeypatch.setattr(type(span), "set_attributes", refuse)
+    set_span_attributes(span, {**EVENT_ATTRIBUTES, "noetl.batch.event_ids": ids})
+    ids.append("3")  # the span keeps the value it was given, as a tuple
+    assert dict(span.attributes or {})["noetl.batch.event_ids"] == ("1", "2")
+    with pytest.raises(AssertionError):  # anything else is the SDK's to clean
+        set_span_attributes(span, {"none": None})
