@@ -27,7 +27,6 @@ def set_span_attributes(span: Span, attributes: Mapping[str, Any]) -> None:
     if type(span) is not _Span or not _plain(attributes):
         span.set_attributes(attributes)
         return
-    # pylint: disable=protected-access
     bounded = span._attributes
     if type(bounded) is not BoundedAttributes or bounded.max_value_len is not None:
         span.set_attributes(attributes)

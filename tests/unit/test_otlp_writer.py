@@ -15,7 +15,7 @@ from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanContext, TraceFlags
@@ -31,9 +31,13 @@ REMOTE = SpanContext(
 )
 
 
-def finished_spans(attributes: list[dict[str, Any]]) -> tuple[ReadableSpan, ...]:
+def finished_spans(
+    attributes: list[dict[str, Any]], limits: SpanLimits | None = None
+) -> tuple[ReadableSpan, ...]:
     exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "envelope-proxy"}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "envelope-proxy"}), span_limits=limits
+    )
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("proxy.observability.tracing", "1.2.3")
     parent = trace.set_span_in_context(trace.NonRecordingSpan(REMOTE))
@@ -47,6 +51,7 @@ def finished_spans(attributes: list[dict[str, Any]]) -> tuple[ReadableSpan, ...]
         span.set_attributes(attrs)
         if number % 2:
             span.add_event("retry", {"attempt": number})
+            span.add_event("again", {"attempt": number + 1})
             span.set_status(trace.StatusCode.ERROR, "upstream_timeout")
         span.end()
     return exporter.get_finished_spans()
@@ -113,3 +118,45 @@ def test_any_attribute_values_encode_as_the_stock_encoder_does(
     attributes: list[dict[str, Any]],
 ) -> None:
     assert_same_as_stock(finished_spans(attributes))
+
+
+SOME = [{"a": 1, "b": "two", "c": True}, {"a": 2, "d": [1.5, 2.5]}, {"e": "x"}, {"a": 3}]
+
+
+def test_dropped_attributes_events_and_links_are_counted_as_the_stock_encoder_counts() -> None:
+    limits = SpanLimits(max_span_attributes=2, max_events=1, max_links=0)
+    spans = finished_spans(SOME, limits)
+    assert any(span.dropped_attributes for span in spans)
+    assert any(span.dropped_events for span in spans)
+    assert any(span.dropped_links for span in spans)
+    assert_same_as_stock(spans)
+
+
+class _OwnSpan(ReadableSpan):
+    """A span of another kind than the SDK's own: read through its properties."""
+
+    @property
+    def attributes(self) -> Any:
+        return {**(super().attributes or {}), "own": "yes"}
+
+
+def test_a_span_of_another_kind_is_read_through_its_properties() -> None:
+    spans = tuple(
+        _OwnSpan(
+            span.name,
+            span.get_span_context(),
+            span.parent,
+            span.resource,
+            span.attributes,
+            span.events,
+            span.links,
+            span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+        for span in finished_spans(SOME)
+    )
+    assert all(span.attributes["own"] == "yes" for span in spans)
+    assert_same_as_stock(spans)
