@@ -120,7 +120,12 @@ def test_any_attribute_values_encode_as_the_stock_encoder_does(
     assert_same_as_stock(finished_spans(attributes))
 
 
-SOME = [{"a": 1, "b": "two", "c": True}, {"a": 2, "d": [1.5, 2.5]}, {"e": "x"}, {"a": 3}]
+SOME: list[dict[str, Any]] = [
+    {"a": 1, "b": "two", "c": True},
+    {"a": 2, "d": [1.5, 2.5]},
+    {"e": "x"},
+    {"a": 3},
+]
 
 
 def test_dropped_attributes_events_and_links_are_counted_as_the_stock_encoder_counts() -> None:

@@ -217,6 +217,7 @@ def test_plain_attributes_are_written_without_the_sdk_cleaning_them(
 
     ids = ["1", "2"]
     span = TracerProvider().get_tracer("t").start_span("s")
+    assert isinstance(span, ReadableSpan)  # the SDK's span
     monkeypatch.setattr(type(span), "set_attributes", refuse)
     set_span_attributes(span, {**EVENT_ATTRIBUTES, "noetl.batch.event_ids": ids})
     ids.append("3")  # the span keeps the value it was given, as a tuple
